@@ -1,0 +1,96 @@
+/* Private state of the repository module. */
+#ifndef PVBACKUP_REPO_INTERNAL_H
+#define PVBACKUP_REPO_INTERNAL_H
+
+#include "pvbackup/repo.h"
+
+#include <pthread.h>
+
+#define PVB_DEFAULT_BLOCK_SIZE (32u * 1024u)
+/* Frames group consecutive blobs so zstd sees enough context; a restore of one blob reads at
+ * most one frame. */
+#define PVB_FRAME_TARGET (256u * 1024u)
+#define PVB_PACK_TARGET (16u * 1024u * 1024u)
+/* Untrusted-size caps for parsing. */
+#define PVB_MAX_FRAME_RAW (64u * 1024u * 1024u)
+#define PVB_MAX_OBJECT (1024u * 1024u * 1024u)
+#define PVB_MAX_PATH_LEN 65536u
+
+/* AAD strings binding each sealed thing to its role. */
+#define PVB_AAD_FRAME "pvb-frame"
+#define PVB_AAD_PACK_HEADER "pvb-pack-header"
+
+typedef struct pvb_index_slot {
+    pvb_id id;
+    uint32_t pack; /* index into pvb_index.packs; UINT32_MAX for an empty slot */
+    uint32_t frame_len;
+    uint64_t frame_offset;
+    uint32_t frame_raw_len;
+    uint32_t offset;
+    uint32_t len;
+    uint8_t compression;
+    uint8_t type;
+} pvb_index_slot;
+
+typedef struct pvb_index {
+    pthread_rwlock_t lock;
+    pvb_index_slot *slots; /* open addressing, power-of-two capacity */
+    size_t cap;
+    size_t count;
+    pvb_id *packs;
+    size_t n_packs;
+    size_t cap_packs;
+    bool loaded;
+} pvb_index;
+
+struct pvb_repo {
+    pvb_storage *st;
+    pvb_key *key;
+    char id[PVB_REPO_ID_HEX_LEN + 1];
+    uint32_t block_size;
+    bool encrypted;
+    pvb_index index;
+};
+
+/* One frame as described in a pack header or an index file. */
+typedef struct pvb_frame_desc {
+    uint64_t offset; /* in the pack */
+    uint32_t sealed_len;
+    uint32_t raw_len;
+    uint8_t compression;
+    pvb_frame_blob *blobs;
+    size_t n_blobs;
+} pvb_frame_desc;
+
+/* index.c */
+void pvb_index_init(pvb_index *ix);
+void pvb_index_destroy(pvb_index *ix);
+/* Add every blob of the frames of one pack. Caller holds no lock. */
+int pvb_index_add_pack(pvb_index *ix, const pvb_id *pack, const pvb_frame_desc *frames,
+                       size_t n_frames, pvb_error *err);
+/* Frame list encoding shared by pack headers and index files. */
+int pvb_frames_encode(pvb_buf *out, const pvb_frame_desc *frames, size_t n, bool with_offsets,
+                      pvb_error *err);
+int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames, size_t *n,
+                      pvb_error *err);
+void pvb_frames_free(pvb_frame_desc *frames, size_t n);
+/* Parse an index file's plaintext into the index. */
+int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *err);
+int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, const pvb_frame_desc *frames,
+                          size_t n_frames, pvb_error *err);
+
+/* compress.c */
+/* zstd-compress src into out (replacing contents) when it pays; *method says what was done. */
+int pvb_compress(const void *src, size_t len, int level, pvb_buf *out, uint8_t *method,
+                 pvb_error *err);
+/* Decompress exactly raw_len bytes (PVB_E_CORRUPT otherwise). */
+int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, pvb_buf *out,
+                   pvb_error *err);
+
+/* Pack header: parse the trailer of a whole pack's bytes (verify and index rebuild). */
+int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len,
+                          pvb_frame_desc **frames, size_t *n, pvb_error *err);
+/* Storage name of a pack. out: at least 72 bytes. */
+void pvb_pack_name(const pvb_id *pack, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,631 @@
+/* The restore engine.
+ *
+ * Plan: walk the selected entries in tree order and turn every block into a reference to a
+ * "read": a run of adjacent frames of one pack fetched with one ranged get. Reads are
+ * numbered in the order the writer needs them; a frame needed again soon (small files from
+ * the two backup workers interleave their frames) reuses a recent read instead of fetching it
+ * twice.
+ * Fetch: worker threads fetch, authenticate, decompress and hash reads into a ring of W slots;
+ * read i may only start once read i-W is released, and planning never reuses a read more
+ * than W/2 behind the newest, so every use of read i-W precedes the first use of read i and
+ * the ring cannot deadlock.
+ * Write: the calling thread writes entries in tree order through the disk writer. */
+#include "pvbackup/common.h"
+
+#include "pvbackup/restore.h"
+
+#include "pvbackup/log.h"
+#include "pvbackup/progress.h"
+#include "pvbackup/timeutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RING 16u
+#define REUSE_WINDOW (RING / 2)
+#define READ_MAX_BYTES (4u * 1024u * 1024u)
+
+typedef struct need_blob {
+    pvb_id id;
+    uint32_t offset; /* in the read's decoded bytes */
+    uint32_t len;
+} need_blob;
+
+typedef struct frame_ref {
+    pvb_blob_loc loc;    /* pack and frame; blob fields unused */
+    uint32_t raw_offset; /* where the frame's bytes start in the read's decoded bytes */
+} frame_ref;
+
+typedef struct read_plan {
+    pvb_id pack;
+    uint64_t offset, length; /* byte range of the pack */
+    uint64_t raw_total;
+    frame_ref *frames;
+    size_t n_frames, cap_frames;
+    need_blob *blobs;
+    size_t n_blobs, cap_blobs;
+    /* filled by a worker */
+    int state; /* 0 pending, 1 ready, 2 failed */
+    char error[1024];
+    bool released;
+} read_plan;
+
+typedef struct block_use {
+    uint32_t read;
+    uint32_t offset; /* of the blob in the read's decoded bytes */
+} block_use;
+
+typedef struct planned_entry {
+    pvb_entry *e;        /* the tree's entry, or owned (hardlink turned into a copy) */
+    bool owned;
+    block_use *uses;     /* one per block */
+    char *fail;          /* set when the plan already knows the file cannot be restored */
+} planned_entry;
+
+typedef struct restore_ctx {
+    pvb_repo *repo;
+    const pvb_snapshot *snap;
+    read_plan *reads;
+    size_t n_reads, cap_reads;
+    planned_entry *plan;
+    size_t n_plan;
+    /* fetch state */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    size_t next_read;
+    bool stop;
+    pvb_buf slots[RING];
+    /* results */
+    char **failed;
+    size_t n_failed, cap_failed;
+} restore_ctx;
+
+static int add_failure(restore_ctx *ctx, const char *path, const char *fmt, ...)
+    PVB_PRINTF(3, 4);
+static int add_failure(restore_ctx *ctx, const char *path, const char *fmt, ...)
+{
+    char why[1100];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    PVB_ERROR("cannot restore '%s': %s", path, why);
+    if (ctx->n_failed == ctx->cap_failed) {
+        size_t cap = ctx->cap_failed ? ctx->cap_failed * 2 : 16;
+        char **l = realloc(ctx->failed, cap * sizeof(*l));
+        if (l == NULL)
+            return PVB_E_NOMEM;
+        ctx->failed = l;
+        ctx->cap_failed = cap;
+    }
+    char *line = NULL;
+    if (asprintf(&line, "%s: %s", path, why) < 0)
+        return PVB_E_NOMEM;
+    ctx->failed[ctx->n_failed++] = line;
+    return PVB_OK;
+}
+
+static bool selected_by(const char *path, const char *inc)
+{
+    size_t len = strlen(inc);
+    while (len > 0 && inc[len - 1] == '/')
+        len--;
+    if (len == 0)
+        return true;
+    if (strncmp(path, inc, len) != 0)
+        return false;
+    return path[len] == '\0' || path[len] == '/';
+}
+
+/* True when path is an ancestor directory of inc. */
+static bool ancestor_of(const char *path, const char *inc)
+{
+    size_t len = strlen(path);
+    return strncmp(inc, path, len) == 0 && inc[len] == '/';
+}
+
+static read_plan *new_read(restore_ctx *ctx, pvb_error *err)
+{
+    if (ctx->n_reads == ctx->cap_reads) {
+        size_t cap = ctx->cap_reads ? ctx->cap_reads * 2 : 256;
+        read_plan *r = realloc(ctx->reads, cap * sizeof(*r));
+        if (r == NULL) {
+            PVB_ERR(err, PVB_E_NOMEM, "out of memory planning the restore");
+            return NULL;
+        }
+        ctx->reads = r;
+        ctx->cap_reads = cap;
+    }
+    read_plan *rp = &ctx->reads[ctx->n_reads++];
+    memset(rp, 0, sizeof(*rp));
+    return rp;
+}
+
+static int read_add_frame(read_plan *rp, const pvb_blob_loc *loc, uint32_t *raw_offset,
+                          pvb_error *err)
+{
+    if (rp->n_frames == rp->cap_frames) {
+        size_t cap = rp->cap_frames ? rp->cap_frames * 2 : 4;
+        frame_ref *f = realloc(rp->frames, cap * sizeof(*f));
+        if (f == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        rp->frames = f;
+        rp->cap_frames = cap;
+    }
+    if (rp->n_frames == 0) {
+        rp->pack = loc->pack;
+        rp->offset = loc->frame_offset;
+    }
+    frame_ref *f = &rp->frames[rp->n_frames++];
+    f->loc = *loc;
+    f->raw_offset = (uint32_t)rp->raw_total;
+    rp->length = loc->frame_offset + loc->frame_len - rp->offset;
+    rp->raw_total += loc->frame_raw_len;
+    *raw_offset = f->raw_offset;
+    return PVB_OK;
+}
+
+static int read_need_blob(read_plan *rp, const pvb_id *id, uint32_t offset, uint32_t len,
+                          pvb_error *err)
+{
+    for (size_t pos = rp->n_blobs; pos-- > 0 && pos + 8 >= rp->n_blobs;) {
+        if (rp->blobs[pos].offset == offset && rp->blobs[pos].len == len)
+            return PVB_OK;
+    }
+    if (rp->n_blobs == rp->cap_blobs) {
+        size_t cap = rp->cap_blobs ? rp->cap_blobs * 2 : 8;
+        need_blob *b = realloc(rp->blobs, cap * sizeof(*b));
+        if (b == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        rp->blobs = b;
+        rp->cap_blobs = cap;
+    }
+    need_blob *b = &rp->blobs[rp->n_blobs++];
+    b->id = *id;
+    b->offset = offset;
+    b->len = len;
+    return PVB_OK;
+}
+
+/* Find or create the read holding a frame; returns its index and the frame's offset in it. */
+static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_idx,
+                      uint32_t *raw_offset, pvb_error *err)
+{
+    size_t lo = ctx->n_reads > REUSE_WINDOW ? ctx->n_reads - REUSE_WINDOW : 0;
+    for (size_t ri = ctx->n_reads; ri-- > lo;) {
+        read_plan *rp = &ctx->reads[ri];
+        if (memcmp(rp->pack.b, loc->pack.b, PVB_ID_LEN) != 0)
+            continue;
+        for (size_t fno = rp->n_frames; fno-- > 0;) {
+            if (rp->frames[fno].loc.frame_offset == loc->frame_offset) {
+                *read_idx = (uint32_t)ri;
+                *raw_offset = rp->frames[fno].raw_offset;
+                return PVB_OK;
+            }
+        }
+    }
+    read_plan *last = ctx->n_reads ? &ctx->reads[ctx->n_reads - 1] : NULL;
+    if (last == NULL || memcmp(last->pack.b, loc->pack.b, PVB_ID_LEN) != 0 ||
+        last->offset + last->length != loc->frame_offset ||
+        last->length + loc->frame_len > READ_MAX_BYTES ||
+        last->raw_total + loc->frame_raw_len > READ_MAX_BYTES) {
+        last = new_read(ctx, err);
+        if (last == NULL)
+            return PVB_E_NOMEM;
+    }
+    *read_idx = (uint32_t)(last - ctx->reads);
+    return read_add_frame(last, loc, raw_offset, err);
+}
+
+static int plan_entry(restore_ctx *ctx, planned_entry *pe, pvb_error *err)
+{
+    const pvb_entry *e = pe->e;
+    if (e->type != PVB_ENTRY_FILE || e->n_blocks == 0)
+        return PVB_OK;
+    pe->uses = calloc(e->n_blocks, sizeof(*pe->uses));
+    if (pe->uses == NULL)
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    for (size_t bno = 0; bno < e->n_blocks; bno++) {
+        pvb_blob_loc loc;
+        uint32_t read_idx = 0, raw_offset = 0;
+        int rc;
+        if (!pvb_repo_index_find(ctx->repo, &e->blocks[bno].id, &loc) ||
+            loc.len != e->blocks[bno].len) {
+            char hex[65];
+            pvb_id_hex(&e->blocks[bno].id, hex);
+            if (asprintf(&pe->fail, "block %.16s is missing from the repository", hex) < 0)
+                pe->fail = NULL;
+            free(pe->uses);
+            pe->uses = NULL;
+            return PVB_OK;
+        }
+        if ((rc = plan_frame(ctx, &loc, &read_idx, &raw_offset, err)) != PVB_OK)
+            return rc;
+        pe->uses[bno].read = read_idx;
+        pe->uses[bno].offset = raw_offset + loc.offset;
+        if ((rc = read_need_blob(&ctx->reads[read_idx], &e->blocks[bno].id,
+                                 raw_offset + loc.offset, loc.len, err)) != PVB_OK)
+            return rc;
+    }
+    return PVB_OK;
+}
+
+static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
+{
+    read_plan *rp = &ctx->reads[ri];
+    pvb_buf sealed = PVB_BUF_INIT, opened = PVB_BUF_INIT;
+    pvb_error err = {0};
+    char name[128];
+    char hex[65];
+    int rc;
+    pvb_buf_reset(out);
+    pvb_id_hex(&rp->pack, hex);
+    snprintf(name, sizeof(name), "data/%.2s/%s", hex, hex);
+    rc = pvb_storage_get(pvb_repo_storage(ctx->repo), name, rp->offset, rp->length, &sealed,
+                         &err);
+    if (rc == PVB_OK)
+        rc = pvb_buf_reserve(out, (size_t)rp->raw_total, &err);
+    for (size_t fno = 0; rc == PVB_OK && fno < rp->n_frames; fno++) {
+        const pvb_blob_loc *loc = &rp->frames[fno].loc;
+        pvb_buf_reset(&opened);
+        rc = pvb_crypto_open(pvb_repo_key(ctx->repo), "pvb-frame", 9,
+                             sealed.data + (loc->frame_offset - rp->offset), loc->frame_len,
+                             &opened, &err);
+        if (rc == PVB_OK)
+            rc = pvb_repo_decompress_frame(loc->compression, opened.data, opened.len,
+                                           loc->frame_raw_len, out, &err);
+        if (rc != PVB_OK)
+            pvb_error_prefix(&err, "pack '%s' frame at offset %llu", name,
+                             (unsigned long long)loc->frame_offset);
+    }
+    for (size_t bno = 0; rc == PVB_OK && bno < rp->n_blobs; bno++) {
+        const need_blob *b = &rp->blobs[bno];
+        pvb_id check;
+        if ((uint64_t)b->offset + b->len > out->len) {
+            rc = PVB_ERR(&err, PVB_E_CORRUPT, "pack '%s': blob outside its frame", name);
+            break;
+        }
+        pvb_crypto_content_id(pvb_repo_key(ctx->repo), ctx->snap->salt, ctx->snap->salt_len,
+                              out->data + b->offset, b->len, &check);
+        if (memcmp(check.b, b->id.b, PVB_ID_LEN) != 0) {
+            pvb_id_hex(&b->id, hex);
+            rc = PVB_ERR(&err, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id",
+                         name, hex);
+        }
+    }
+    pthread_mutex_lock(&ctx->mu);
+    rp->state = rc == PVB_OK ? 1 : 2;
+    if (rc != PVB_OK)
+        snprintf(rp->error, sizeof(rp->error), "%s", err.msg);
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->mu);
+    pvb_buf_free(&sealed);
+    pvb_buf_free(&opened);
+}
+
+static void *fetch_main(void *arg)
+{
+    restore_ctx *ctx = arg;
+    pthread_mutex_lock(&ctx->mu);
+    for (;;) {
+        size_t ri = ctx->next_read;
+        while (!ctx->stop && ri < ctx->n_reads && ri >= RING && !ctx->reads[ri - RING].released)
+            pthread_cond_wait(&ctx->cond, &ctx->mu);
+        if (ctx->stop || ctx->next_read >= ctx->n_reads)
+            break;
+        if (ri != ctx->next_read)
+            continue; /* another worker took it while we waited */
+        ctx->next_read++;
+        pthread_mutex_unlock(&ctx->mu);
+        fetch_one(ctx, ri, &ctx->slots[ri % RING]);
+        pthread_mutex_lock(&ctx->mu);
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return NULL;
+}
+
+/* Wait until read ri is decoded; NULL with *why set when it failed. */
+static const uint8_t *await_read(restore_ctx *ctx, uint32_t ri, const char **why)
+{
+    read_plan *rp = &ctx->reads[ri];
+    pthread_mutex_lock(&ctx->mu);
+    while (rp->state == 0)
+        pthread_cond_wait(&ctx->cond, &ctx->mu);
+    pthread_mutex_unlock(&ctx->mu);
+    if (rp->state == 2) {
+        *why = rp->error;
+        return NULL;
+    }
+    return ctx->slots[ri % RING].data;
+}
+
+/* Release every read below `upto` (the writer will not need them again). */
+static void release_reads(restore_ctx *ctx, size_t *released_upto, size_t upto)
+{
+    if (upto <= *released_upto)
+        return;
+    pthread_mutex_lock(&ctx->mu);
+    for (size_t ri = *released_upto; ri < upto && ri < ctx->n_reads; ri++)
+        ctx->reads[ri].released = true;
+    *released_upto = upto;
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+static bool dir_is_empty(const char *path, bool *exists)
+{
+    DIR *d = opendir(path);
+    *exists = d != NULL || errno != ENOENT;
+    if (d == NULL)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool empty = true;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+            empty = false;
+            break;
+        }
+    }
+    closedir(d);
+    return empty;
+}
+
+static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_options *opts,
+                      pvb_error *err)
+{
+    bool *selected = calloc(tree->n ? tree->n : 1, sizeof(*selected));
+    bool *matched = calloc(opts->n_includes ? opts->n_includes : 1, sizeof(*matched));
+    int rc = PVB_OK;
+    ctx->plan = calloc(tree->n ? tree->n : 1, sizeof(*ctx->plan));
+    if (selected == NULL || matched == NULL || ctx->plan == NULL) {
+        rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t pos = 0; pos < tree->n; pos++) {
+        const char *path = tree->entries[pos].path;
+        if (opts->n_includes == 0)
+            selected[pos] = true;
+        for (size_t ino = 0; ino < opts->n_includes; ino++) {
+            if (selected_by(path, opts->includes[ino])) {
+                selected[pos] = true;
+                matched[ino] = true;
+            } else if (tree->entries[pos].type == PVB_ENTRY_DIR &&
+                       ancestor_of(path, opts->includes[ino])) {
+                selected[pos] = true; /* keep the parents' metadata too */
+            }
+        }
+    }
+    for (size_t ino = 0; ino < opts->n_includes; ino++) {
+        if (!matched[ino]) {
+            rc = PVB_ERR(err, PVB_E_NOT_FOUND, "'%s' is not in snapshot %.12s",
+                         opts->includes[ino], ctx->snap->id);
+            pvb_error_hint(err, "list its contents with 'pvbackup ls %.12s'", ctx->snap->id);
+            goto out;
+        }
+    }
+    for (size_t pos = 0; pos < tree->n; pos++) {
+        pvb_entry *e = &tree->entries[pos];
+        if (!selected[pos])
+            continue;
+        planned_entry *pe = &ctx->plan[ctx->n_plan++];
+        pe->e = e;
+        if (e->type == PVB_ENTRY_HARDLINK) {
+            ptrdiff_t first = pvb_tree_find(tree, e->link_target);
+            if (first < 0 || tree->entries[first].type != PVB_ENTRY_FILE ||
+                pvb_path_cmp(e->link_target, e->path) >= 0) {
+                if (asprintf(&pe->fail, "hardlink target '%s' is not an earlier file",
+                             e->link_target) < 0)
+                    pe->fail = NULL;
+                continue;
+            }
+            if (!selected[first]) {
+                /* the first name is not restored: this name gets its own copy of the data */
+                pvb_entry *copy = calloc(1, sizeof(*copy));
+                if (copy == NULL ||
+                    (rc = pvb_entry_copy(copy, &tree->entries[first], err)) != PVB_OK) {
+                    free(copy);
+                    rc = rc ? rc : PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+                    goto out;
+                }
+                free(copy->path);
+                copy->path = strdup(e->path);
+                pe->e = copy;
+                pe->owned = true;
+            }
+        }
+        if (pe->e->flags & PVB_ENTRY_F_READ_ERROR) {
+            if (asprintf(&pe->fail, "its data could not be read at backup time") < 0)
+                pe->fail = NULL;
+            continue;
+        }
+        if ((rc = plan_entry(ctx, pe, err)) != PVB_OK)
+            goto out;
+    }
+out:
+    free(selected);
+    free(matched);
+    return rc;
+}
+
+static int write_entries(restore_ctx *ctx, pvb_disk_writer *w, pvb_progress *progress,
+                         pvb_restore_result *res, pvb_error *err)
+{
+    size_t released_upto = 0;
+    int rc = PVB_OK;
+    for (size_t pos = 0; pos < ctx->n_plan; pos++) {
+        planned_entry *pe = &ctx->plan[pos];
+        const pvb_entry *e = pe->e;
+        pvb_error eerr = {0};
+        /* reads below the first one this entry needs are finished with */
+        if (pe->uses != NULL && e->n_blocks > 0) {
+            uint32_t lowest = pe->uses[0].read;
+            size_t safe = lowest > REUSE_WINDOW ? lowest - REUSE_WINDOW : 0;
+            release_reads(ctx, &released_upto, safe);
+        }
+        if (pe->fail != NULL) {
+            if (add_failure(ctx, e->path, "%s", pe->fail) != PVB_OK)
+                return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            continue;
+        }
+        if (e->type == PVB_ENTRY_SOCKET)
+            continue;
+        if (pvb_disk_writer_begin(w, e, &eerr) != PVB_OK) {
+            if (add_failure(ctx, e->path, "%s", eerr.msg) != PVB_OK)
+                return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            continue;
+        }
+        uint64_t stream_off = 0;
+        const char *why = NULL;
+        for (size_t bno = 0; e->type == PVB_ENTRY_FILE && bno < e->n_blocks; bno++) {
+            const uint8_t *data = await_read(ctx, pe->uses[bno].read, &why);
+            if (data == NULL)
+                break;
+            if (pvb_disk_writer_data(w, stream_off, data + pe->uses[bno].offset,
+                                     e->blocks[bno].len, &eerr) != PVB_OK) {
+                why = eerr.msg;
+                break;
+            }
+            stream_off += e->blocks[bno].len;
+            pvb_progress_add(progress, e->blocks[bno].len, 0);
+        }
+        if (why == NULL && pvb_disk_writer_end(w, &eerr) != PVB_OK)
+            why = eerr.msg;
+        if (why != NULL) {
+            char whybuf[1024];
+            snprintf(whybuf, sizeof(whybuf), "%s", why);
+            if (e->type == PVB_ENTRY_FILE) {
+                pvb_disk_writer_end(w, &eerr);
+                unlink(e->path); /* never leave a file with wrong content behind */
+            }
+            if (add_failure(ctx, e->path, "%s", whybuf) != PVB_OK)
+                return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            continue;
+        }
+        pvb_progress_add(progress, 0, 1);
+        if (e->type == PVB_ENTRY_FILE || e->type == PVB_ENTRY_HARDLINK) {
+            res->files++;
+            res->bytes += e->size;
+        } else if (e->type == PVB_ENTRY_DIR) {
+            res->dirs++;
+        } else {
+            res->others++;
+        }
+    }
+    release_reads(ctx, &released_upto, ctx->n_reads);
+    if ((rc = pvb_disk_writer_finish(w, err)) != PVB_OK)
+        return rc;
+    return PVB_OK;
+}
+
+int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_options *opts,
+                    pvb_restore_result *result, pvb_error *err)
+{
+    restore_ctx ctx = {.repo = repo, .snap = snap};
+    pvb_tree tree = {0};
+    pvb_disk_writer *w = NULL;
+    pvb_progress *progress = NULL;
+    pvb_lock *lock = NULL;
+    pthread_t threads[8];
+    size_t n_threads = 0;
+    bool exists = false;
+    int rc = PVB_OK;
+    int64_t t0 = pvb_time_mono_ns();
+    memset(result, 0, sizeof(*result));
+    pthread_mutex_init(&ctx.mu, NULL);
+    pthread_cond_init(&ctx.cond, NULL);
+
+    if (opts->target == NULL || opts->target[0] == '\0') {
+        rc = PVB_ERR(err, PVB_E_USAGE, "no restore target given");
+        goto out;
+    }
+    if (!dir_is_empty(opts->target, &exists) && !opts->overwrite) {
+        rc = PVB_ERR(err, PVB_E_EXISTS, "target '%s' is not empty", opts->target);
+        pvb_error_hint(err, "restore into an empty or new directory, or pass --overwrite to "
+                            "replace what is there");
+        goto out;
+    }
+    if ((rc = pvb_lock_acquire(repo, false, "restore", &lock, err)) != PVB_OK)
+        goto out;
+    if ((rc = pvb_repo_index_load(repo, err)) != PVB_OK)
+        goto out;
+    if ((rc = pvb_tree_load(repo, snap, &tree, err)) != PVB_OK)
+        goto out;
+    if ((rc = build_plan(&ctx, &tree, opts, err)) != PVB_OK)
+        goto out;
+    uint64_t total = 0;
+    for (size_t pos = 0; pos < ctx.n_plan; pos++) {
+        if (ctx.plan[pos].e->type == PVB_ENTRY_FILE)
+            total += pvb_entry_stream_len(ctx.plan[pos].e);
+    }
+    progress = pvb_progress_new("restore", total, !opts->progress);
+    pvb_disk_writer_options wo = {.overwrite = opts->overwrite,
+                                  .restore_owner = opts->restore_owner};
+    if ((rc = pvb_disk_writer_new(opts->target, &wo, &w, err)) != PVB_OK)
+        goto out;
+    int want = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (want < 1)
+        want = 1;
+    for (int tno = 0; tno < want && n_threads < PVB_ARRAY_LEN(threads); tno++) {
+        if (pthread_create(&threads[n_threads], NULL, fetch_main, &ctx) == 0)
+            n_threads++;
+    }
+    if (n_threads == 0) {
+        rc = PVB_ERR(err, PVB_E_NOMEM, "cannot start restore threads");
+        goto out;
+    }
+    rc = write_entries(&ctx, w, progress, result, err);
+out:
+    pthread_mutex_lock(&ctx.mu);
+    ctx.stop = true;
+    for (size_t ri = 0; ri < ctx.n_reads; ri++)
+        ctx.reads[ri].released = true;
+    pthread_cond_broadcast(&ctx.cond);
+    pthread_mutex_unlock(&ctx.mu);
+    for (size_t tno = 0; tno < n_threads; tno++)
+        pthread_join(threads[tno], NULL);
+    pvb_disk_writer_free(w);
+    pvb_progress_free(progress);
+    pvb_lock_release(lock);
+    for (size_t ri = 0; ri < ctx.n_reads; ri++) {
+        free(ctx.reads[ri].frames);
+        free(ctx.reads[ri].blobs);
+    }
+    free(ctx.reads);
+    for (size_t pos = 0; pos < ctx.n_plan; pos++) {
+        free(ctx.plan[pos].uses);
+        free(ctx.plan[pos].fail);
+        if (ctx.plan[pos].owned) {
+            pvb_entry_clear(ctx.plan[pos].e);
+            free(ctx.plan[pos].e);
+        }
+    }
+    free(ctx.plan);
+    for (size_t pos = 0; pos < RING; pos++)
+        pvb_buf_free(&ctx.slots[pos]);
+    pvb_tree_clear(&tree);
+    pthread_mutex_destroy(&ctx.mu);
+    pthread_cond_destroy(&ctx.cond);
+    result->failed = ctx.failed;
+    result->n_failed = ctx.n_failed;
+    result->seconds = (double)(pvb_time_mono_ns() - t0) / 1e9;
+    if (rc == PVB_OK && ctx.n_failed > 0)
+        rc = PVB_ERR(err, PVB_E_PARTIAL, "%zu item(s) could not be restored", ctx.n_failed);
+    return rc;
+}
+
+void pvb_restore_result_clear(pvb_restore_result *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t pos = 0; pos < r->n_failed; pos++)
+        free(r->failed[pos]);
+    free(r->failed);
+    memset(r, 0, sizeof(*r));
+}
