@@ -91,6 +91,12 @@ int pvb_repo_read_frame(pvb_repo *repo, const pvb_blob_loc *loc, pvb_buf *raw, p
 /* Decompress one opened frame body, appending exactly raw_len bytes to out. */
 int pvb_repo_decompress_frame(uint8_t compression, const void *body, size_t len, size_t raw_len,
                               pvb_buf *out, pvb_error *err);
+/* Authenticate and decode one sealed frame (as stored at loc) from bytes already fetched,
+ * appending its frame_raw_len decoded bytes to out. */
+int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed,
+                        pvb_buf *out, pvb_error *err);
+/* Storage name of a pack ("data/XX/<hex>"); out holds at least 80 bytes. */
+void pvb_repo_pack_name(const pvb_id *pack, char *out, size_t outlen);
 /* Read one blob and check its content id (salt: the snapshot's id salt, may be NULL/0). */
 int pvb_repo_read_blob(pvb_repo *repo, const pvb_id *id, const uint8_t *salt, size_t salt_len,
                        pvb_buf *out, pvb_error *err);
@@ -173,7 +179,8 @@ const char *pvb_snapshot_kind_name(pvb_snapshot_kind kind);
 /* Store the snapshot object (the last write of a backup); fills s->id. */
 int pvb_snapshot_write(pvb_repo *repo, pvb_snapshot *s, pvb_error *err);
 int pvb_snapshot_load(pvb_repo *repo, const char *id, pvb_snapshot *out, pvb_error *err);
-/* Every snapshot, sorted by start time. Unreadable ones are reported as an error. */
+/* Every readable snapshot, sorted by start time. Damaged or unsupported snapshot objects are
+ * skipped with a warning (verify reports them); storage errors fail the call. */
 int pvb_snapshot_list(pvb_repo *repo, pvb_snapshot **out, size_t *n, pvb_error *err);
 void pvb_snapshots_free(pvb_snapshot *list, size_t n);
 /* Resolve "latest" (optionally of a volume), a full id or a unique id prefix (>= 4 chars).

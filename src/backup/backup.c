@@ -176,7 +176,8 @@ static uint8_t type_of(mode_t mode)
 /* Unchanged metadata means unchanged data: the rule incrementals rely on (and fulls do not). */
 static bool unchanged(const pvb_entry *pe, const struct stat *st)
 {
-    return pe->type == type_of(st->st_mode) && pe->size == (uint64_t)st->st_size &&
+    return pe->type == type_of(st->st_mode) &&
+           (pe->type != PVB_ENTRY_FILE || pe->size == (uint64_t)st->st_size) &&
            pe->mtime_sec == st->st_mtim.tv_sec && pe->mtime_nsec == (uint32_t)st->st_mtim.tv_nsec &&
            pe->ctime_sec == st->st_ctim.tv_sec && pe->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec &&
            pe->ino == (uint64_t)st->st_ino &&
@@ -296,14 +297,21 @@ static int process_entry(backup_ctx *ctx, int dirfd, const char *name, const cha
         ptrdiff_t at = pvb_tree_find(&ctx->parent, rel);
         pe = at >= 0 ? &ctx->parent.entries[at] : NULL;
     }
-    if (ctx->reuse && pe != NULL && type != PVB_ENTRY_DIR && unchanged(pe, &st)) {
-        /* metadata (xattrs, ACLs) changes bump ctime, so the parent's record is still right */
+    if (ctx->reuse && pe != NULL && unchanged(pe, &st)) {
+        /* Metadata changes (xattrs, ACLs, mode) bump ctime, so the parent's record is still
+         * right. Its atime is kept too: reading a file must not make an otherwise identical
+         * file list differ, or every hourly snapshot would store its whole list anew. */
         if ((rc = pvb_entry_copy(e, pe, err)) != PVB_OK)
             return rc;
         e->nlink = (uint32_t)st.st_nlink;
-        e->atime_sec = st.st_atim.tv_sec;
-        e->atime_nsec = (uint32_t)st.st_atim.tv_nsec;
-        return mark_reused(ctx, pos, true, err);
+        if ((rc = mark_reused(ctx, pos, true, err)) != PVB_OK || type != PVB_ENTRY_DIR)
+            return rc;
+        fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            record_error(ctx, rel, strerror(errno));
+            return PVB_OK;
+        }
+        return walk_dir(ctx, fd, rel, err);
     }
     if (type == PVB_ENTRY_FILE) {
         fd = open_for_read(dirfd, name, O_NONBLOCK);
@@ -399,7 +407,10 @@ static int walk_dir(backup_ctx *ctx, int dirfd, const char *prefix, pvb_error *e
             goto out;
         }
     }
-    qsort(names, n, sizeof(*names), cmp_names);
+    if (errno != 0) /* a listing cut short would silently drop entries */
+        record_error(ctx, prefix ? prefix : ".", strerror(errno));
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_names);
     for (size_t pos = 0; pos < n && rc == PVB_OK && ctx->fatal == 0; pos++) {
         char *rel = prefix ? printf_dup("%s/%s", prefix, names[pos]) : strdup(names[pos]);
         struct stat st;
@@ -586,8 +597,13 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
     snap->kind = kind;
     snap->independent = opts->independent;
     snap->start_ns = pvb_time_now_ns();
-    if (kind == PVB_KIND_INCREMENTAL)
+    if (kind == PVB_KIND_INCREMENTAL) {
         memcpy(snap->parent, parent.id, sizeof(snap->parent));
+        /* An incremental reuses its parent's blocks, so it shares the parent's id salt: the
+         * chain after an independent full stays verifiable and deduplicates against it. */
+        memcpy(snap->salt, parent.salt, sizeof(snap->salt));
+        snap->salt_len = parent.salt_len;
+    }
     if (opts->independent) {
         if ((rc = pvb_crypto_random(snap->salt, 16, err)) != PVB_OK)
             goto out;
@@ -610,6 +626,10 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
         snap->tags[pos].key = strdup(opts->tags[pos].key);
         snap->tags[pos].value = strdup(opts->tags[pos].value);
         snap->n_tags++;
+        if (snap->tags[pos].key == NULL || snap->tags[pos].value == NULL) {
+            rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            goto out;
+        }
     }
 
     ctx.disk = archive_read_disk_new();

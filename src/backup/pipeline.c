@@ -56,7 +56,9 @@ typedef struct worker {
     pvb_frame_blob *blobs;
     size_t n_blobs, cap_blobs;
     bool frame_compress;
+    bool last_compressed; /* whether the last flushed frame shrank */
     uint8_t *readbuf;
+    size_t readbuf_cap;
 } worker;
 
 static void fail(pvb_pipeline *pl, int rc, const pvb_error *err)
@@ -78,6 +80,7 @@ static int flush_frame(worker *w, pvb_error *err)
     bool compressed = false;
     int rc = pvb_packer_add_frame(w->pl->packer, w->blobs, w->n_blobs, w->frame.data, w->frame.len,
                                   w->frame_compress, &compressed, err);
+    w->last_compressed = compressed;
     w->n_blobs = 0;
     pvb_buf_reset(&w->frame);
     return rc;
@@ -151,7 +154,7 @@ static void finish_file(pvb_pipeline *pl, pvb_file_state *fs)
          after.st_mtim.tv_nsec != fs->st.st_mtim.tv_nsec ||
          after.st_ctim.tv_sec != fs->st.st_ctim.tv_sec ||
          after.st_ctim.tv_nsec != fs->st.st_ctim.tv_nsec))
-        fs->changed = true;
+        atomic_store(&fs->changed, true);
     close(fs->fd);
     fs->fd = -1;
     pvb_entry *e = fs->entry;
@@ -162,19 +165,19 @@ static void finish_file(pvb_pipeline *pl, pvb_file_state *fs)
         got += e->blocks[filled].len;
         filled++;
     }
-    if (filled < e->n_blocks && !fs->read_error) {
-        fs->changed = true;
+    if (filled < e->n_blocks && !atomic_load(&fs->read_error)) {
+        atomic_store(&fs->changed, true);
         if (e->n_extents > 0) {
-            fs->read_error = true;
+            atomic_store(&fs->read_error, true);
             snprintf(fs->error, sizeof(fs->error), "sparse file shrank while being read");
         } else {
             e->n_blocks = filled;
             e->size = got;
         }
     }
-    if (fs->changed)
+    if (atomic_load(&fs->changed))
         e->flags |= PVB_ENTRY_F_CHANGED_WHILE_READ;
-    if (fs->read_error) {
+    if (atomic_load(&fs->read_error)) {
         e->flags |= PVB_ENTRY_F_READ_ERROR;
         free(e->blocks);
         e->blocks = NULL;
@@ -199,14 +202,24 @@ static int run_job(worker *w, job *jb, pvb_error *err)
             return rc;
         w->frame_compress = true;
     }
-    while (pos < jb->stream_len && !fs->read_error) {
-        size_t want = FRAME_TARGET;
+    /* read whole blocks: at least one block, at least a frame's worth */
+    size_t chunk = bs > FRAME_TARGET ? bs : FRAME_TARGET;
+    if (chunk > w->readbuf_cap) {
+        uint8_t *nb = realloc(w->readbuf, chunk);
+        if (nb == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory for a %zu-byte read buffer", chunk);
+        w->readbuf = nb;
+        w->readbuf_cap = chunk;
+    }
+    while (pos < jb->stream_len && !atomic_load(&fs->read_error)) {
+        size_t want = chunk;
         if (want > jb->stream_len - pos)
             want = (size_t)(jb->stream_len - pos);
         ssize_t got = read_stream(e, fs->fd, jb->stream_start + pos, w->readbuf, want);
         if (got < 0) {
-            fs->read_error = true;
-            snprintf(fs->error, sizeof(fs->error), "read failed: %s", strerror(errno));
+            int saved = errno;
+            if (!atomic_exchange(&fs->read_error, true)) /* first failing segment reports */
+                snprintf(fs->error, sizeof(fs->error), "read failed: %s", strerror(saved));
             break;
         }
         atomic_fetch_add(&pl->bytes_read, (uint_fast64_t)got);
@@ -224,10 +237,11 @@ static int run_job(worker *w, job *jb, pvb_error *err)
                 return rc;
             if (large && w->n_blobs == 0 && before > 0) {
                 /* a frame was just flushed: learn whether this data compresses */
-                frames_since_try++;
-                if (!w->frame_compress && frames_since_try >= RETRY_COMPRESS_EVERY) {
-                    w->frame_compress = true;
+                if (w->frame_compress && !w->last_compressed) {
+                    w->frame_compress = false;
                     frames_since_try = 0;
+                } else if (!w->frame_compress && ++frames_since_try >= RETRY_COMPRESS_EVERY) {
+                    w->frame_compress = true;
                 }
             }
         }
@@ -307,8 +321,10 @@ int pvb_pipeline_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt, si
     }
     for (int tno = 0; tno < threads; tno++) {
         worker *w = calloc(1, sizeof(*w));
-        if (w != NULL)
+        if (w != NULL) {
             w->readbuf = malloc(FRAME_TARGET);
+            w->readbuf_cap = FRAME_TARGET;
+        }
         if (w == NULL || w->readbuf == NULL) {
             free(w);
             break;

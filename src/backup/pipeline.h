@@ -17,9 +17,9 @@ typedef struct pvb_file_state {
     uint64_t stream_len;
     uint32_t block_size;
     atomic_int pending; /* segments not yet read */
-    bool changed;
-    bool read_error;
-    char error[256];
+    atomic_bool changed;
+    atomic_bool read_error;
+    char error[256]; /* written once, by the segment that sets read_error first */
     struct pvb_file_state *next; /* for the owner's bookkeeping */
 } pvb_file_state;
 

@@ -323,16 +323,19 @@ static int common_option(pvb_cli_common *c, int opt, const char *arg, int argc, 
         c->storage.s3_ca_file = arg;
         return PVB_CLI_CONTINUE;
     case '?':
+        /* glibc: optopt is the option character of a bad short option, 0 for a long one */
         if (optopt != 0) {
             return pvb_cli_usage(c, "unknown option '-%c'", optopt);
         }
         return pvb_cli_usage(c, "unknown option '%s'", option_text(argc, argv, buf, sizeof buf));
     case ':':
-        if (optopt != 0 && optopt < 0x100) {
-            return pvb_cli_usage(c, "option '-%c' needs a value", optopt);
+        /* A missing value is always at the end of argv; optopt is no help here, glibc sets it
+         * to the long option's value. */
+        if (optind > 0 && optind <= argc && strncmp(argv[optind - 1], "--", 2) == 0) {
+            return pvb_cli_usage(c, "option '%s' needs a value",
+                                 option_text(argc, argv, buf, sizeof buf));
         }
-        return pvb_cli_usage(c, "option '%s' needs a value",
-                             option_text(argc, argv, buf, sizeof buf));
+        return pvb_cli_usage(c, "option '-%c' needs a value", optopt);
     default:
         return NOT_COMMON;
     }
@@ -760,7 +763,7 @@ int pvb_cli_catalog_open(const pvb_cli_common *c, pvb_catalog **out, pvb_error *
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     }
     rc = pvb_catalog_open(path, out, err);
-    if (rc != PVB_OK) {
+    if (rc != PVB_OK && strstr(err->msg, path) == NULL) {
         pvb_error_prefix(err, "catalog '%s'", path);
     }
     free(path);

@@ -96,12 +96,17 @@ int pvb_cli_cmd_init(int argc, char **argv)
             code = pvb_cli_fail(&err);
             goto out;
         }
+        if (!pw.set && !pvb_cli_can_prompt()) {
+            PVB_ERR(&err, PVB_E_AUTH,
+                    "no password given for the new repository and no "
+                    "terminal to ask for one");
+            pvb_error_hint(&err, "set PVBACKUP_PASSWORD_FILE or PVBACKUP_PASSWORD, pass "
+                                 "--password-file FILE, or use --encryption none");
+            code = pvb_cli_fail(&err);
+            goto out;
+        }
         if (!pw.set && pvb_cli_password_prompt("password for the new repository: ", true, &pw,
                                                &err) != PVB_OK) {
-            if (err.hint[0] == '\0' || !pvb_cli_can_prompt()) {
-                pvb_error_hint(&err, "set PVBACKUP_PASSWORD_FILE or PVBACKUP_PASSWORD, pass "
-                                     "--password-file FILE, or use --encryption none");
-            }
             code = pvb_cli_fail(&err);
             goto out;
         }

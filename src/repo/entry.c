@@ -554,7 +554,11 @@ int pvb_entry_to_archive(const pvb_entry *e, const char *prefix, struct archive_
     archive_entry_set_ino64(ae, (la_int64_t)e->ino);
     archive_entry_set_dev(ae, (dev_t)e->dev);
     archive_entry_set_nlink(ae, e->nlink);
-    if (e->fflags != 0)
+    /* File flags exist on regular files and directories only (the scanner never records
+     * others). A repository may claim them for anything: libarchive applies append-only and
+     * immutable after closing the entry by opening its path, which blocks forever on a FIFO
+     * and opens the device of a device node. */
+    if (e->fflags != 0 && (e->type == PVB_ENTRY_FILE || e->type == PVB_ENTRY_DIR))
         archive_entry_set_fflags(ae, (unsigned long)e->fflags, 0);
 
     switch (e->type) {

@@ -170,7 +170,7 @@ int pvb_packer_new(pvb_repo *repo, bool dedup, int upload_threads, pvb_packer **
     unsigned features = pvb_storage_features(pvb_repo_storage(repo));
     /* A local disk gains nothing from many writers; remote stores hide latency with more. */
     if (upload_threads <= 0)
-        upload_threads = (features & PVB_STORAGE_FEAT_LOCAL) ? 1 : 4;
+        upload_threads = (features & PVB_STORAGE_FEAT_LOCAL) ? 2 : 4;
     p->n_threads = (size_t)upload_threads;
     p->max_queued = p->n_threads + 1;
     p->threads = calloc(p->n_threads, sizeof(*p->threads));
@@ -298,8 +298,16 @@ int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_bl
         pthread_mutex_unlock(&p->lock);
         goto out;
     }
-    if (p->current == NULL)
+    if (p->current == NULL) {
+        /* sized once: growing by doubling would copy the pack and nearly double its memory */
         p->current = calloc(1, sizeof(*p->current));
+        if (p->current != NULL &&
+            pvb_buf_reserve(&p->current->bytes, PVB_PACK_TARGET + sealed.len + 65536, err) !=
+                PVB_OK) {
+            pending_free(p->current);
+            p->current = NULL;
+        }
+    }
     pending_pack *pp = p->current;
     if (pp == NULL || (pp->n_frames == pp->cap_frames &&
                        (pp->cap_frames = pp->cap_frames ? pp->cap_frames * 2 : 64,
@@ -462,6 +470,24 @@ int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len,
     }
 out:
     pvb_buf_free(&header);
+    return rc;
+}
+
+void pvb_repo_pack_name(const pvb_id *pack, char *out, size_t outlen)
+{
+    pvb_pack_name(pack, out, outlen);
+}
+
+int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed,
+                        pvb_buf *out, pvb_error *err)
+{
+    pvb_buf opened = PVB_BUF_INIT;
+    int rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME), sealed,
+                             loc->frame_len, &opened, err);
+    if (rc == PVB_OK)
+        rc = pvb_repo_decompress_frame(loc->compression, opened.data, opened.len,
+                                       loc->frame_raw_len, out, err);
+    pvb_buf_free(&opened);
     return rc;
 }
 

@@ -189,6 +189,14 @@ static int try_key(const char *name, uint64_t size, void *ctx)
     return 0;
 }
 
+static int count_keys(const char *name, uint64_t size, void *ctx)
+{
+    PVB_UNUSED(name);
+    PVB_UNUSED(size);
+    ((key_search *)ctx)->tried++;
+    return 0;
+}
+
 int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pvb_repo **out,
                   pvb_error *err)
 {
@@ -218,6 +226,17 @@ int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pv
     if ((rc = config_decode(cfg.data, cfg.len, repo, err)) != PVB_OK)
         goto out;
     if (!repo->encrypted) {
+        /* The config is not authenticated: refuse the downgrade of an encrypted repository to
+         * "none", which would make the next backup write plaintext next to ciphertext. */
+        key_search probe = {.repo = repo};
+        if ((rc = pvb_storage_list(st, "keys", count_keys, &probe, err)) != PVB_OK)
+            goto out;
+        if (probe.tried > 0) {
+            rc = PVB_ERR(err, PVB_E_CORRUPT,
+                         "repository config says unencrypted, but the repository has key files");
+            pvb_error_hint(err, "the config may have been tampered with; restore it from a copy");
+            goto out;
+        }
         rc = pvb_crypto_key_none(&repo->key, err);
         goto out;
     }

@@ -4,6 +4,7 @@
 
 #include "repo_internal.h"
 
+#include "pvbackup/log.h"
 #include "pvbackup/timeutil.h"
 
 #include <jansson.h>
@@ -336,11 +337,25 @@ int pvb_snapshot_list(pvb_repo *repo, pvb_snapshot **out, size_t *n, pvb_error *
         rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
         goto out;
     }
+    /* A damaged snapshot must not hide the others (nor stop the next backup): it is skipped
+     * with a warning here, and verify reports it. */
+    size_t kept = 0;
     for (done = 0; done < l.n; done++) {
-        if ((rc = pvb_snapshot_load(repo, l.ids[done], &list[done], err)) != PVB_OK)
+        pvb_error one = {0};
+        int lrc = pvb_snapshot_load(repo, l.ids[done], &list[kept], &one);
+        if (lrc == PVB_OK) {
+            kept++;
+        } else if (lrc == PVB_E_CORRUPT || lrc == PVB_E_UNSUPPORTED || lrc == PVB_E_NOT_FOUND) {
+            PVB_WARN("skipping snapshot %.12s: %s", l.ids[done], one.msg);
+        } else {
+            *err = one;
+            rc = lrc;
+            done = kept;
             goto out;
+        }
     }
-    qsort(list, l.n, sizeof(*list), by_start);
+    done = kept;
+    qsort(list, kept, sizeof(*list), by_start);
 out:
     free(l.ids);
     if (rc != PVB_OK) {
@@ -348,7 +363,7 @@ out:
         return rc;
     }
     *out = list;
-    *n = l.n;
+    *n = done;
     return PVB_OK;
 }
 

@@ -8,8 +8,13 @@
 
 #define TREE_MAGIC "PVBT"
 #define TREE_VERSION 1
-/* Tree blobs are cut at entry boundaries once they pass this size. */
-#define TREE_BLOB_TARGET (512u * 1024u)
+/* Tree blobs are cut at entry boundaries chosen by the entries' paths (content-defined), so
+ * that an unchanged run of entries yields the same blob in the next snapshot and is stored
+ * once. A blob holds at least TREE_BLOB_MIN bytes unless it is the last, and is cut at the
+ * latest once it passes TREE_BLOB_MAX. */
+#define TREE_BLOB_MIN (64u * 1024u)
+#define TREE_BLOB_MAX (1024u * 1024u)
+#define TREE_CUT_MASK 0x3fu
 #define MAX_XATTRS 4096u
 #define MAX_XATTR_VALUE (1u << 20)
 #define MAX_ACL_TEXT (1u << 20)
@@ -432,7 +437,10 @@ int pvb_tree_writer_add(pvb_tree_writer *w, const pvb_entry *e, pvb_error *err)
     if ((rc = pvb_tree_encode_entry(&w->cur, e, err)) != PVB_OK)
         return rc;
     w->entries++;
-    if (w->cur.len >= TREE_BLOB_TARGET)
+    uint32_t h = 2166136261u; /* FNV-1a of the path */
+    for (const unsigned char *c = (const unsigned char *)e->path; *c; c++)
+        h = (h ^ *c) * 16777619u;
+    if ((w->cur.len >= TREE_BLOB_MIN && (h & TREE_CUT_MASK) == 0) || w->cur.len >= TREE_BLOB_MAX)
         return flush_blob(w, err);
     return PVB_OK;
 }

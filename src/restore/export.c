@@ -9,8 +9,11 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct frame_cache {
     pvb_blob_loc loc;
@@ -112,6 +115,7 @@ int pvb_export_tar(pvb_repo *repo, const pvb_snapshot *snap, const char *path, p
     struct archive *a = archive_write_new();
     struct archive_entry *ae = archive_entry_new();
     bool opened = false;
+    int fd = -1;
     int rc = PVB_OK;
     if (a == NULL || ae == NULL) {
         rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
@@ -126,8 +130,17 @@ int pvb_export_tar(pvb_repo *repo, const pvb_snapshot *snap, const char *path, p
         rc = PVB_ERR(err, PVB_E_UNSUPPORTED, "zstd output: %s", archive_error_string(a));
         goto out;
     }
-    int ar = strcmp(path, "-") == 0 ? archive_write_open_fd(a, 1)
-                                    : archive_write_open_filename(a, path);
+    /* The descriptor is ours, not libarchive's: an archive abandoned with archive_write_fail
+     * never closes a file it opened itself (libarchive 3.6), so each failed export would leak
+     * one. */
+    if (strcmp(path, "-") != 0) {
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            rc = PVB_ERR_SYS(err, errno, "cannot write '%s'", path);
+            goto out;
+        }
+    }
+    int ar = archive_write_open_fd(a, fd >= 0 ? fd : 1);
     if (ar != ARCHIVE_OK) {
         rc = PVB_ERR(err, PVB_E_IO, "cannot write '%s': %s", path, archive_error_string(a));
         goto out;
@@ -166,6 +179,8 @@ out:
             archive_write_fail(a);
         archive_write_free(a);
     }
+    if (fd >= 0 && close(fd) != 0 && rc == PVB_OK)
+        rc = PVB_ERR_SYS(err, errno, "finishing '%s'", path);
     if (ae != NULL)
         archive_entry_free(ae);
     pvb_buf_free(&fc.raw);

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The disk writer is a thin layer over libarchive's archive_write_disk, which already gets
@@ -22,10 +24,20 @@
  *  - an existing entry is an error without overwrite (ARCHIVE_EXTRACT_NO_OVERWRITE skips it
  *    silently, and still replaces an existing symlink);
  *  - sockets are skipped (libarchive would create an empty regular file);
+ *  - a directory that already exists (overwrite) gets its times again at the end: libarchive
+ *    defers the times only of directories it creates, so writing children into an existing
+ *    one would leave the time of the last change; and its default ACL is removed before
+ *    children are created in it, so that they do not inherit an ACL the snapshot does not
+ *    have (libarchive sets the recorded ACLs of directories at close, see existing_dir);
  *  - data is addressed by offset in the entry's data stream and mapped through its extents
  *    to file offsets, so holes are never written and stay holes.
  * Entries are created relative to the working directory, which is the target while the
- * writer lives: libarchive's deferred directory fixups are relative paths too. */
+ * writer lives: libarchive's deferred directory fixups are relative paths too.
+ *
+ * Errors: an entry libarchive cannot create fails alone (begin returns the error, nothing is
+ * open, end is a no-op) and the writer goes on. Metadata libarchive could not apply (its
+ * ARCHIVE_WARN: xattrs or flags the filesystem refuses, ownership) makes end or finish return
+ * PVB_E_PARTIAL naming the entry: the entry and its data are there. */
 
 #define PVB_SHOWN_MAX 512
 
@@ -41,6 +53,11 @@ typedef struct pvb_span {
     uint64_t len;
     uint64_t stream_off;
 } pvb_span;
+
+typedef struct pvb_dir_times {
+    char *path;
+    struct timespec times[2]; /* atime, mtime */
+} pvb_dir_times;
 
 struct pvb_disk_writer {
     struct archive *a;
@@ -61,6 +78,12 @@ struct pvb_disk_writer {
     size_t spans_cap;
     uint64_t stream_len;
     char warning[PVB_SHOWN_MAX]; /* libarchive warning from begin, reported by end */
+
+    /* Directories that existed before (overwrite only): their times, to set again once
+     * everything below them is written. */
+    pvb_dir_times *existing;
+    size_t n_existing;
+    size_t existing_cap;
 };
 
 /* ---- messages ---- */
@@ -252,7 +275,10 @@ static int make_target(const char *target, pvb_error *err)
             continue;
         char saved = *p;
         *p = '\0';
-        if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
+        struct stat st;
+        /* mkdir may say EACCES rather than EEXIST for a directory we cannot write in: what
+         * matters is whether it is there. */
+        if (mkdir(copy, 0700) != 0 && errno != EEXIST && stat(copy, &st) != 0) {
             int en = errno;
             char buf[PVB_SHOWN_MAX];
             rc = PVB_ERR_SYS(err, en, "cannot create restore target '%s'",
@@ -353,6 +379,44 @@ out:
     return rc;
 }
 
+/* w->path is an existing directory that the entry e will update (overwrite). */
+static int existing_dir(pvb_disk_writer *w, const pvb_entry *e, const struct stat *st,
+                        pvb_error *err)
+{
+    char buf[PVB_SHOWN_MAX];
+    if (w->n_existing == w->existing_cap) {
+        size_t cap = w->existing_cap > 0 ? 2 * w->existing_cap : 64;
+        pvb_dir_times *grown = realloc(w->existing, cap * sizeof(*grown));
+        if (grown == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        w->existing = grown;
+        w->existing_cap = cap;
+    }
+    pvb_dir_times *d = &w->existing[w->n_existing];
+    d->path = strdup(w->path);
+    if (d->path == NULL)
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    d->times[0] = (struct timespec){(time_t)e->atime_sec, (long)e->atime_nsec};
+    d->times[1] = (struct timespec){(time_t)e->mtime_sec, (long)e->mtime_nsec};
+    w->n_existing++;
+    /* No default ACL or one the filesystem cannot have: either way nothing to inherit. */
+    if (lremovexattr(w->path, "system.posix_acl_default") != 0 && errno != ENODATA &&
+        errno != ENOTSUP)
+        return PVB_ERR_SYS(err, errno, "cannot clear the default acl of '%s'",
+                           shown(w->path, buf, sizeof(buf)));
+    /* libarchive sets a directory's ACLs at close, with the mode its fixup record holds; for
+     * an existing directory that record has a mode only when the mode has to change, and
+     * without one (no S_IFDIR) the default ACL is refused as "on a non-directory". So make
+     * the mode differ, by the sticky bit, which changes nothing about creating entries; the
+     * fixup sets the recorded mode at close. */
+    mode_t want = archive_entry_mode(w->ae);
+    if (e->acl_text != NULL && st->st_mode == want &&
+        fchmodat(w->target_fd, w->path, (want & 07777) ^ S_ISVTX, 0) != 0)
+        return PVB_ERR_SYS(err, errno, "cannot change the mode of '%s'",
+                           shown(w->path, buf, sizeof(buf)));
+    return PVB_OK;
+}
+
 int pvb_disk_writer_begin(pvb_disk_writer *w, const pvb_entry *e, pvb_error *err)
 {
     int rc = PVB_OK;
@@ -388,6 +452,10 @@ int pvb_disk_writer_begin(pvb_disk_writer *w, const pvb_entry *e, pvb_error *err
 
     archive_entry_clear(w->ae);
     if ((rc = pvb_entry_to_archive(e, NULL, w->ae, err)) != PVB_OK)
+        goto out;
+    if (w->overwrite && e->type == PVB_ENTRY_DIR &&
+        fstatat(w->target_fd, w->path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+        (rc = existing_dir(w, e, &st, err)) != PVB_OK)
         goto out;
     if (e->type == PVB_ENTRY_FILE && (rc = build_spans(w, e, err)) != PVB_OK)
         goto out;
@@ -488,12 +556,23 @@ int pvb_disk_writer_finish(pvb_disk_writer *w, pvb_error *err)
         goto out;
     }
     w->closed = true;
+    /* Before libarchive's fixups, which may take the search permission away from a
+     * directory; setting times changes nothing that the fixups set. */
+    for (size_t idx = 0; idx < w->n_existing; idx++) {
+        const pvb_dir_times *d = &w->existing[idx];
+        if (utimensat(w->target_fd, d->path, d->times, AT_SYMLINK_NOFOLLOW) != 0 && rc == PVB_OK) {
+            char buf[PVB_SHOWN_MAX];
+            char ebuf[128];
+            rc = PVB_ERR(err, PVB_E_PARTIAL, "cannot set the times of '%s': %s",
+                         shown(d->path, buf, sizeof(buf)), strerror_r(errno, ebuf, sizeof(ebuf)));
+        }
+    }
     /* Applies the deferred directory metadata, deepest first. */
     int r = archive_write_close(w->a);
-    if (r == ARCHIVE_WARN) {
+    if (r == ARCHIVE_WARN && rc == PVB_OK) {
         rc = PVB_ERR(err, PVB_E_PARTIAL, "some directory metadata could not be restored: %s",
                      shown(archive_error_string(w->a), msg, sizeof(msg)));
-    } else if (r != ARCHIVE_OK) {
+    } else if (r < ARCHIVE_WARN) {
         int en = archive_errno(w->a);
         shown(archive_error_string(w->a), msg, sizeof(msg));
         if (en > 0)
@@ -523,5 +602,8 @@ void pvb_disk_writer_free(pvb_disk_writer *w)
     free(w->target);
     free(w->path);
     free(w->spans);
+    for (size_t idx = 0; idx < w->n_existing; idx++)
+        free(w->existing[idx].path);
+    free(w->existing);
     free(w);
 }

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# kill -9 (and SIGINT) at random points of `backup` and `restore`.
+#
+# DESIGN.md invariant 2: a snapshot exists if and only if its manifest exists, and a crash or
+# kill at any moment leaves no partial snapshot visible. After every kill:
+#  - `snapshots --json` lists exactly the snapshots of the backups that completed;
+#  - `verify` exits 0 (the unreferenced packs a killed backup leaves are not problems);
+#  - the next backup succeeds (the dead process's lock does not block it) and its restore is
+#    identical to the source.
+# A restore killed half-way leaves a partial target; running it again with --overwrite
+# completes it and the result is identical to the source. SIGINT exits 130 (docs/cli.md).
+#
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+set -euo pipefail
+. "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
+fault_init fault-kill
+
+REPO="$TMP/repo"
+SRC="$TMP/src"
+COMMON=(--no-progress)
+ITERATIONS=${PVB_FAULT_KILL_ITERATIONS:-10}
+RANDOM=$(( $(date +%s) % 32768 ))
+echo "random seed $RANDOM"
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+count_snapshots() {
+    ok snapshots --repo "$REPO" "${COMMON[@]}" --json
+    jget 'len(d)' "$TMP/out"
+}
+# delay_s MAX_MS: a random delay in [1, MAX_MS] milliseconds, as seconds for timeout(1)
+delay_s() {
+    local ms=$((1 + (RANDOM * 32768 + RANDOM) % $1))
+    printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
+# killed SIG DELAY ARGS...: run pvbackup ARGS, sending SIG after DELAY seconds. RC: its exit.
+killed() {
+    local sig=$1 delay=$2
+    shift 2
+    set +e
+    # in a subshell whose stderr is discarded, so that bash's "Killed" job notice stays quiet
+    (timeout --preserve-status -s "$sig" "$delay" "$PVBACKUP" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null) 2>/dev/null
+    RC=$?
+    set -e
+}
+tmp_leftovers() { find "$REPO" -name '.tmp-*' | wc -l; }
+
+step "build a ~80 MiB source: random files, compressible text, many small files"
+mkdir -p "$SRC/random"
+for i in $(seq 1 16); do head -c 2500000 /dev/urandom >"$SRC/random/r$i.bin"; done
+make_text "$SRC/text" 12 60000 7
+make_files "$SRC/small" 1500 1 6000 8
+du -sh "$SRC" | sed 's/^/source: /'
+
+step "init and a first full backup (timed)"
+ok init --repo "$REPO"
+t0=$(now_ms)
+ok backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC" --kind full
+T_BACKUP=$(($(now_ms) - t0))
+echo "a full backup takes ${T_BACKUP} ms"
+EXPECTED=1
+[ "$(count_snapshots)" -eq 1 ] || fail "expected 1 snapshot after the first backup"
+
+# mutate N: new data for the next backup, so that it has packs to write
+mutate() {
+    local n=$1
+    for k in 1 2 3; do
+        head -c 2500000 /dev/urandom >"$SRC/random/r$(((n * 3 + k) % 16 + 1)).bin"
+    done
+    printf 'iteration %d\n' "$n" >>"$SRC/text/t0000.txt"
+    mkdir -p "$SRC/iter"
+    head -c 100000 /dev/urandom >"$SRC/iter/new-$n.bin"
+}
+
+KILLED=0
+COMPLETED=0
+KINDS=("--kind full" "--independent" "--kind incremental" "--kind full --threads 1")
+for ((it = 1; it <= ITERATIONS; it++)); do
+    mutate "$it"
+    # mostly SIGKILL; every fourth iteration SIGINT, which must exit 130
+    sig=KILL
+    ((it % 4 == 0)) && sig=INT
+    kind=${KINDS[$((it % ${#KINDS[@]}))]}
+    delay=$(delay_s $((T_BACKUP * 12 / 10 + 20)))
+    before=$(count_snapshots)
+    # shellcheck disable=SC2086 # kind holds options
+    killed "$sig" "$delay" backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC" $kind
+    case "$RC" in
+    0)
+        outcome=completed
+        COMPLETED=$((COMPLETED + 1))
+        EXPECTED=$((EXPECTED + 1))
+        ;;
+    137)
+        outcome=killed
+        KILLED=$((KILLED + 1))
+        [ "$sig" = KILL ] || check_fail "iteration $it: SIGINT ended the backup like SIGKILL"
+        ;;
+    130)
+        outcome=interrupted
+        KILLED=$((KILLED + 1))
+        [ "$sig" = INT ] || check_fail "iteration $it: exit 130 without SIGINT"
+        grep -q 'interrupt' "$TMP/err" || check_fail "iteration $it: SIGINT exit without a message saying so"
+        ;;
+    *)
+        outcome="exit $RC"
+        check_fail "iteration $it: backup ($kind) hit by SIG$sig after ${delay}s exited $RC (expected 0, 130 or 137)"
+        # a backup that failed for another reason must not have written a snapshot either
+        ;;
+    esac
+    after=$(count_snapshots)
+    printf 'iteration %2d: %-30s SIG%-4s after %ss: %-11s snapshots %d -> %d, %d tmp leftovers\n' \
+        "$it" "$kind" "$sig" "$delay" "$outcome" "$before" "$after" "$(tmp_leftovers)"
+    if [ "$outcome" = completed ]; then
+        [ "$after" -eq $((before + 1)) ] || check_fail "iteration $it: a completed backup left $after snapshots (was $before)"
+    else
+        [ "$after" -eq "$before" ] || check_fail "iteration $it: an interrupted backup left a snapshot ($before -> $after)"
+    fi
+    # every listed snapshot is whole: its file list loads
+    ok snapshots --repo "$REPO" "${COMMON[@]}" --json
+    for id in $(jget '" ".join(s["id"] for s in d)' "$TMP/out"); do
+        run ls --repo "$REPO" "${COMMON[@]}" "$id" --json
+        [ "$RC" -eq 0 ] || check_fail "iteration $it: snapshot ${id:0:12} is listed but its file list cannot be read (exit $RC)"
+    done
+    expect_rc 0 "iteration $it: verify after the $outcome backup" verify --repo "$REPO" "${COMMON[@]}"
+    # the next backup is not blocked by the dead process's lock and restores identically
+    expect_rc 0 "iteration $it: the backup after the $outcome one" \
+        backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC"
+    if [ "$RC" -eq 0 ]; then
+        EXPECTED=$((EXPECTED + 1))
+        rm -rf "$TMP/restored"
+        expect_rc 0 "iteration $it: restore of the new snapshot" \
+            restore --repo "$REPO" "${COMMON[@]}" latest --target "$TMP/restored"
+        [ "$RC" -ne 0 ] || tree_same "$SRC" "$TMP/restored" "iteration $it: restore after the $outcome backup"
+    fi
+done
+echo "$KILLED backup(s) interrupted, $COMPLETED completed before the signal"
+[ "$KILLED" -gt 0 ] || check_fail "no backup was interrupted: the kill points never hit a running backup"
+
+step "after all kills: snapshot count, verify --read-data"
+[ "$(count_snapshots)" -eq "$EXPECTED" ] || check_fail "expected $EXPECTED snapshots, found $(count_snapshots)"
+expect_rc 0 "final verify --read-data" verify --repo "$REPO" "${COMMON[@]}" --read-data --json
+if [ "$RC" -eq 0 ]; then
+    echo "unreferenced packs left by the interrupted backups: $(jget 'd["unreferenced_packs"]' "$TMP/out")"
+fi
+run catalog rebuild --repo "$REPO" --json
+[ "$RC" -eq 0 ] || check_fail "catalog rebuild exited $RC"
+[ "$RC" -ne 0 ] || [ "$(jget 'd["snapshots"]' "$TMP/out")" -eq "$EXPECTED" ] ||
+    check_fail "catalog rebuild recorded $(jget 'd["snapshots"]' "$TMP/out") snapshots, expected $EXPECTED"
+
+step "kill -9 during restore, then restore again with --overwrite"
+t0=$(now_ms)
+rm -rf "$TMP/timed"
+ok restore --repo "$REPO" "${COMMON[@]}" latest --target "$TMP/timed"
+T_RESTORE=$(($(now_ms) - t0))
+rm -rf "$TMP/timed"
+echo "a restore takes ${T_RESTORE} ms"
+for r in 1 2 3 4; do
+    target="$TMP/partial-$r"
+    sig=KILL
+    ((r == 4)) && sig=INT
+    delay=$(delay_s $((T_RESTORE * 9 / 10 + 10)))
+    killed "$sig" "$delay" restore --repo "$REPO" "${COMMON[@]}" latest --target "$target"
+    have=$( [ -d "$target" ] && find "$target" -type f | wc -l || echo 0)
+    echo "restore $r: SIG$sig after ${delay}s: exit $RC, $have file(s) in the target"
+    case "$RC" in
+    0 | 137 | 130) ;;
+    *) check_fail "restore $r: hit by SIG$sig, exited $RC" ;;
+    esac
+    [ "$sig" = INT ] && [ "$RC" -eq 137 ] && check_fail "restore $r: SIGINT ended it like SIGKILL"
+    if [ "$RC" -ne 0 ] && [ -d "$target" ] && [ -n "$(ls -A "$target")" ]; then
+        # without --overwrite a partial target is refused, untouched
+        expect_rc 1 "restore $r: into the partial target without --overwrite" \
+            restore --repo "$REPO" "${COMMON[@]}" latest --target "$target"
+    fi
+    expect_rc 0 "restore $r: again with --overwrite" \
+        restore --repo "$REPO" "${COMMON[@]}" latest --target "$target" --overwrite
+    [ "$RC" -ne 0 ] || tree_same "$SRC" "$target" "restore $r: completed with --overwrite"
+    rm -rf "$target"
+done
+expect_rc 0 "verify after the killed restores" verify --repo "$REPO" "${COMMON[@]}"
+
+fault_finish
