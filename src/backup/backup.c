@@ -6,6 +6,7 @@
 #include "backup_internal.h"
 #include "pipeline.h"
 
+#include "pvbackup/interrupt.h"
 #include "pvbackup/log.h"
 #include "pvbackup/progress.h"
 #include "pvbackup/timeutil.h"
@@ -412,6 +413,10 @@ static int walk_dir(backup_ctx *ctx, int dirfd, const char *prefix, pvb_error *e
     if (n > 1)
         qsort(names, n, sizeof(*names), cmp_names);
     for (size_t pos = 0; pos < n && rc == PVB_OK && ctx->fatal == 0; pos++) {
+        if (pvb_interrupted()) {
+            rc = PVB_ERR(err, PVB_E_INTERRUPTED, "backup interrupted: no snapshot was written");
+            break;
+        }
         char *rel = prefix ? printf_dup("%s/%s", prefix, names[pos]) : strdup(names[pos]);
         struct stat st;
         if (rel == NULL) {

@@ -9,6 +9,7 @@
 
 #include "pipeline.h"
 
+#include "pvbackup/interrupt.h"
 #include "pvbackup/log.h"
 
 #include <errno.h>
@@ -212,6 +213,8 @@ static int run_job(worker *w, job *jb, pvb_error *err)
         w->readbuf_cap = chunk;
     }
     while (pos < jb->stream_len && !atomic_load(&fs->read_error)) {
+        if (pvb_interrupted())
+            return PVB_ERR(err, PVB_E_INTERRUPTED, "backup interrupted: no snapshot was written");
         size_t want = chunk;
         if (want > jb->stream_len - pos)
             want = (size_t)(jb->stream_len - pos);

@@ -1,5 +1,7 @@
 #include "pvbackup/common.h"
 
+#include "pvbackup/interrupt.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,5 +149,6 @@ int main(int argc, char **argv)
         free(shown);
         return PVB_EXIT_USAGE;
     }
+    pvb_interrupt_install();
     return finish_stdout(cmd->run(argc - 1, argv + 1));
 }

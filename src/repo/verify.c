@@ -9,6 +9,7 @@
 
 #include "repo_internal.h"
 
+#include "pvbackup/interrupt.h"
 #include "pvbackup/log.h"
 #include "pvbackup/progress.h"
 #include "pvbackup/verify.h"
@@ -438,6 +439,10 @@ int pvb_verify_run(pvb_repo *repo, const pvb_verify_options *opts, pvb_verify_re
         }
         progress = pvb_progress_new("verify", total, !opts->progress);
         for (size_t pos = 0; pos < v.pack_sizes_idx.cap; pos++) {
+            if (pvb_interrupted()) {
+                rc = PVB_ERR(err, PVB_E_INTERRUPTED, "verify interrupted");
+                goto out;
+            }
             if (v.pack_sizes_idx.used[pos] &&
                 idmap_find(&v.ref_packs, &v.pack_sizes_idx.keys[pos]) != NULL)
                 read_pack(&v, &v.pack_sizes_idx.keys[pos], progress);

@@ -14,6 +14,7 @@
 
 #include "pvbackup/restore.h"
 
+#include "pvbackup/interrupt.h"
 #include "pvbackup/log.h"
 #include "pvbackup/progress.h"
 #include "pvbackup/timeutil.h"
@@ -475,6 +476,10 @@ static int write_one(restore_ctx *ctx, pvb_disk_writer *w, planned_entry *pe,
     const pvb_entry *e = pe->e;
     pvb_error eerr = {0};
     int frc = PVB_OK;
+    if (pvb_interrupted()) {
+        release_rest(ctx, pe, 0);
+        return PVB_ERR(err, PVB_E_INTERRUPTED, "restore interrupted: the target is incomplete");
+    }
     if (pe->fail != NULL) {
         release_rest(ctx, pe, 0);
         frc = add_failure(ctx, e->path, "%s", pe->fail);
