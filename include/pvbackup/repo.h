@@ -155,6 +155,14 @@ typedef struct pvb_snapshot_stats {
     uint64_t changed_while_read, read_errors;
 } pvb_snapshot_stats;
 
+/* Metadata of the volume's root directory (not an entry of the tree: paths are relative). */
+typedef struct pvb_root_meta {
+    bool present;
+    uint32_t mode; /* permission bits, mode & 07777 */
+    uint32_t uid, gid;
+    int64_t mtime_ns, atime_ns;
+} pvb_root_meta;
+
 typedef struct pvb_snapshot {
     char id[65]; /* set by write and load */
     char *volume;
@@ -171,6 +179,7 @@ typedef struct pvb_snapshot {
     pvb_id *tree;     /* tree blobs holding the entry list, in order */
     size_t n_tree;
     uint64_t tree_entries;
+    pvb_root_meta root;
     pvb_snapshot_stats stats;
 } pvb_snapshot;
 

@@ -316,6 +316,11 @@ static int process_entry(backup_ctx *ctx, int dirfd, const char *name, const cha
     }
     if (type == PVB_ENTRY_FILE) {
         fd = open_for_read(dirfd, name, O_NONBLOCK);
+        if (fd < 0 && errno == ENOENT) {
+            /* vanished between listing and opening: as if it had never been there */
+            pvb_entry_list_pop(&ctx->entries);
+            return PVB_OK;
+        }
         if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_ino != lst->st_ino) {
             char why[256];
             snprintf(why, sizeof(why), "%s", fd < 0 ? strerror(errno) : "replaced while scanned");
@@ -576,6 +581,17 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
     if (root_fd < 0) {
         rc = PVB_ERR_SYS(err, errno, "cannot open source '%s'", opts->source);
         goto out;
+    }
+    struct stat root_st;
+    if (fstat(root_fd, &root_st) == 0) {
+        snap->root = (pvb_root_meta){true,
+                                     (uint32_t)(root_st.st_mode & 07777),
+                                     root_st.st_uid,
+                                     root_st.st_gid,
+                                     (int64_t)root_st.st_mtim.tv_sec * 1000000000LL +
+                                         root_st.st_mtim.tv_nsec,
+                                     (int64_t)root_st.st_atim.tv_sec * 1000000000LL +
+                                         root_st.st_atim.tv_nsec};
     }
     find_repo_inside(&ctx);
     if ((rc = pvb_lock_acquire(repo, false, "backup", &lock, err)) != PVB_OK)

@@ -17,6 +17,8 @@ typedef struct pvb_entry_list {
 } pvb_entry_list;
 
 pvb_entry *pvb_entry_list_add(pvb_entry_list *l);
+/* Drop the last entry added (an entry that turned out not to exist). */
+void pvb_entry_list_pop(pvb_entry_list *l);
 pvb_entry *pvb_entry_list_at(const pvb_entry_list *l, size_t pos);
 void pvb_entry_list_free(pvb_entry_list *l);
 

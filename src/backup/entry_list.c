@@ -25,6 +25,14 @@ pvb_entry *pvb_entry_list_add(pvb_entry_list *l)
     return e;
 }
 
+void pvb_entry_list_pop(pvb_entry_list *l)
+{
+    if (l->n == 0)
+        return;
+    pvb_entry_clear(pvb_entry_list_at(l, l->n - 1));
+    l->n--;
+}
+
 pvb_entry *pvb_entry_list_at(const pvb_entry_list *l, size_t pos)
 {
     return &l->chunks[pos / PVB_ENTRY_CHUNK][pos % PVB_ENTRY_CHUNK];
@@ -43,7 +51,7 @@ void pvb_entry_list_free(pvb_entry_list *l)
 uint32_t pvb_backup_block_size(uint32_t base, uint64_t stream_len)
 {
     uint32_t bs = base;
-    while (stream_len / bs >= PVB_MAX_BLOCKS_PER_FILE && bs < (16u << 20))
+    while ((stream_len + bs - 1) / bs > PVB_MAX_BLOCKS_PER_FILE && bs < (16u << 20))
         bs *= 2;
     return bs;
 }

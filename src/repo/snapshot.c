@@ -86,6 +86,13 @@ static json_t *snapshot_to_json_obj(const pvb_snapshot *s, bool with_id)
     tags = tree = NULL;
     if (obj == NULL)
         goto fail;
+    if (s->root.present)
+        json_object_set_new(obj, "root",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode", (json_int_t)s->root.mode,
+                                      "uid", (json_int_t)s->root.uid, "gid",
+                                      (json_int_t)s->root.gid, "mtime_ns",
+                                      (json_int_t)s->root.mtime_ns, "atime_ns",
+                                      (json_int_t)s->root.atime_ns));
     /* absent rather than null: readers treat missing optional fields uniformly */
     const char *optional[] = {"parent", "hostname", "source"};
     for (size_t pos = 0; pos < PVB_ARRAY_LEN(optional); pos++) {
@@ -237,6 +244,19 @@ int pvb_snapshot_from_json(const char *text, size_t len, pvb_snapshot *out, pvb_
         out->tags[out->n_tags].key = strdup(key);
         out->tags[out->n_tags].value = strdup(json_string_value(value));
         out->n_tags++;
+    }
+    json_t *root = json_object_get(obj, "root");
+    if (root != NULL) {
+        json_int_t mode = 0, uid = 0, gid = 0, mtime_ns = 0, atime_ns = 0;
+        if (json_unpack(root, "{s:I, s:I, s:I, s:I, s:I}", "mode", &mode, "uid", &uid, "gid", &gid,
+                        "mtime_ns", &mtime_ns, "atime_ns", &atime_ns) != 0 ||
+            mode < 0 || mode > 07777 || uid < 0 || uid > UINT32_MAX || gid < 0 ||
+            gid > UINT32_MAX) {
+            rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot has an invalid root record");
+            goto out;
+        }
+        out->root = (pvb_root_meta){true, (uint32_t)mode, (uint32_t)uid, (uint32_t)gid,
+                                    (int64_t)mtime_ns, (int64_t)atime_ns};
     }
     pvb_snapshot_stats *st = &out->stats;
     st->files = get_u64(stats, "files");

@@ -181,6 +181,8 @@ out:
     }
     if (fd >= 0 && close(fd) != 0 && rc == PVB_OK)
         rc = PVB_ERR_SYS(err, errno, "finishing '%s'", path);
+    if (fd >= 0 && rc != PVB_OK)
+        unlink(path); /* a truncated tarball is worse than none */
     if (ae != NULL)
         archive_entry_free(ae);
     pvb_buf_free(&fc.raw);

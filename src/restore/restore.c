@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -634,6 +635,23 @@ out:
     return rc;
 }
 
+/* The volume root is the target itself: give it the source root's mode, owner and times,
+ * as a restored PVC must look like the original to the workload that mounts it. */
+static int apply_root(const char *target, const pvb_root_meta *root,
+                      const pvb_restore_options *opts, pvb_error *err)
+{
+    if (opts->restore_owner && chown(target, root->uid, root->gid) != 0)
+        return PVB_ERR_SYS(err, errno, "cannot set the owner of '%s'", target);
+    if (chmod(target, (mode_t)root->mode) != 0)
+        return PVB_ERR_SYS(err, errno, "cannot set the mode of '%s'", target);
+    struct timespec times[2] = {
+        {(time_t)(root->atime_ns / 1000000000LL), (long)(root->atime_ns % 1000000000LL)},
+        {(time_t)(root->mtime_ns / 1000000000LL), (long)(root->mtime_ns % 1000000000LL)}};
+    if (utimensat(AT_FDCWD, target, times, 0) != 0)
+        return PVB_ERR_SYS(err, errno, "cannot set the times of '%s'", target);
+    return PVB_OK;
+}
+
 int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_options *opts,
                     pvb_restore_result *result, pvb_error *err)
 {
@@ -725,6 +743,8 @@ out:
     /* in reverse: each writer restores the working directory it found */
     for (size_t wno = n_writers; wno-- > 0;)
         pvb_disk_writer_free(writers[wno]);
+    if (rc == PVB_OK && n_writers > 0 && opts->n_includes == 0 && snap->root.present)
+        rc = apply_root(abs_target ? abs_target : opts->target, &snap->root, opts, err);
     pvb_progress_free(progress);
     pvb_lock_release(lock);
     for (size_t ri = 0; ri < ctx.n_reads; ri++) {

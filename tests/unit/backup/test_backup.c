@@ -364,8 +364,7 @@ START_TEST(test_independent_full)
         ck_assert_int_ne(memcmp(fa->blocks[bno].id.b, fb->blocks[bno].id.b, 32), 0);
     /* readable with the snapshot's salt only */
     pvb_buf got = PVB_BUF_INIT;
-    ck_assert_int_eq(pvb_repo_read_blob(repo, &fb->blocks[0].id, ind.snapshot.salt, 16, &got,
-                                        &err),
+    ck_assert_int_eq(pvb_repo_read_blob(repo, &fb->blocks[0].id, ind.snapshot.salt, 16, &got, &err),
                      PVB_OK);
     ck_assert_uint_eq(got.len, fb->blocks[0].len);
     pvb_buf_free(&got);
@@ -396,8 +395,8 @@ START_TEST(test_incremental_without_parent_is_full)
     ck_assert_int_eq(r2.snapshot.kind, PVB_KIND_INCREMENTAL);
     ck_assert_str_eq(r2.snapshot.parent, r1.snapshot.id);
     /* a parent of another volume does not count */
-    pvb_backup_options opts = {.volume = "other", .source = src, .kind = PVB_BACKUP_AUTO,
-                               .threads = 1};
+    pvb_backup_options opts = {
+        .volume = "other", .source = src, .kind = PVB_BACKUP_AUTO, .threads = 1};
     pvb_error err = {0};
     ck_assert_int_eq(pvb_backup_run(repo, &opts, &r3, &err), PVB_OK);
     ck_assert_int_eq(r3.snapshot.kind, PVB_KIND_FULL);
@@ -601,9 +600,13 @@ START_TEST(test_metadata_and_tags)
     set_mtime("f", 1234567890);
     ck_assert_int_eq(mkdir(sp("d"), 0701), 0);
     ck_assert_int_eq(mkfifo(sp("fifo"), 0600), 0);
-    pvb_tag tags[] = {{"policy", "daily"}, {"team", "db"}};
-    pvb_backup_options opts = {.volume = "vol-1", .source = src, .kind = PVB_BACKUP_FULL,
-                               .tags = tags, .n_tags = 2, .threads = 1};
+    pvb_tag tags[] = {{(char *)"policy", (char *)"daily"}, {(char *)"team", (char *)"db"}};
+    pvb_backup_options opts = {.volume = "vol-1",
+                               .source = src,
+                               .kind = PVB_BACKUP_FULL,
+                               .tags = tags,
+                               .n_tags = 2,
+                               .threads = 1};
     pvb_backup_result r;
     pvb_error err = {0};
     ck_assert_int_eq(pvb_backup_run(repo, &opts, &r, &err), PVB_OK);
@@ -635,8 +638,8 @@ END_TEST
 START_TEST(test_missing_source)
 {
     make_repo();
-    pvb_backup_options opts = {.volume = VOLUME, .source = "/nonexistent/pvb-source",
-                               .kind = PVB_BACKUP_FULL};
+    pvb_backup_options opts = {
+        .volume = VOLUME, .source = "/nonexistent/pvb-source", .kind = PVB_BACKUP_FULL};
     pvb_backup_result r;
     pvb_error err = {0};
     ck_assert_int_eq(pvb_backup_run(repo, &opts, &r, &err), PVB_E_NOT_FOUND);

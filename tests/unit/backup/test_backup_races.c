@@ -37,10 +37,10 @@ typedef enum hook_mode {
     HOOK_READ_ERROR,         /* every read fails with EIO */
 } hook_mode;
 
-static _Atomic int hook;               /* hook_mode */
-static char hook_name[NAME_MAX + 1];   /* the file's name, as the scanner passes it */
-static char hook_path[PATH_MAX];       /* its absolute path */
-static atomic_int hook_fd = -1;        /* its descriptor once the scanner opened it */
+static _Atomic int hook;             /* hook_mode */
+static char hook_name[NAME_MAX + 1]; /* the file's name, as the scanner passes it */
+static char hook_path[PATH_MAX];     /* its absolute path */
+static atomic_int hook_fd = -1;      /* its descriptor once the scanner opened it */
 static atomic_int hook_fired;
 
 static bool hooked(const char *file)
@@ -337,8 +337,7 @@ START_TEST(test_read_error_is_reported)
     ck_assert_msg(strstr(err.msg, "could not be read") != NULL, "%s", err.msg);
     ck_assert_uint_eq(r.n_error_paths, 1);
     ck_assert_msg(strstr(r.error_paths[0], "victim") != NULL, "%s", r.error_paths[0]);
-    ck_assert_msg(strstr(r.error_paths[0], "Input/output error") != NULL, "%s",
-                  r.error_paths[0]);
+    ck_assert_msg(strstr(r.error_paths[0], "Input/output error") != NULL, "%s", r.error_paths[0]);
     ck_assert_uint_eq(r.snapshot.stats.read_errors, 1);
     pvb_tree t;
     load_tree(&r.snapshot, &t);

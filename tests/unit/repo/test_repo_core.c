@@ -74,8 +74,8 @@ static pvb_repo *open_repo(bool encrypted)
 {
     pvb_repo *repo = NULL;
     pvb_error err = {0};
-    int rc = pvb_repo_open(st, encrypted ? PASSWORD : NULL, encrypted ? strlen(PASSWORD) : 0,
-                           &repo, &err);
+    int rc = pvb_repo_open(st, encrypted ? PASSWORD : NULL, encrypted ? strlen(PASSWORD) : 0, &repo,
+                           &err);
     ck_assert_msg(rc == PVB_OK, "open: %s", err.msg);
     return repo;
 }
@@ -244,32 +244,33 @@ START_TEST(test_config_corrupt)
     pvb_error err = {0};
     init_repo(false, id);
     const char *bad[] = {
-        "{\"format\": \"pvbackup\", \"vers",             /* truncated */
-        "\x01\x02garbage",                               /* not JSON */
-        "",                                              /* empty */
-        "[]",                                            /* not an object */
-        "{\"format\": \"pvbackup\", \"version\": 1}",    /* incomplete */
+        "{\"format\": \"pvbackup\", \"vers",          /* truncated */
+        "\x01\x02garbage",                            /* not JSON */
+        "",                                           /* empty */
+        "[]",                                         /* not an object */
+        "{\"format\": \"pvbackup\", \"version\": 1}", /* incomplete */
     };
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(bad); idx++) {
         replace_config(bad[idx]);
-        ck_assert_msg(pvb_repo_open(st, NULL, 0, &repo, &err) == PVB_E_CORRUPT,
-                      "config %zu: %s", idx, err.msg);
+        ck_assert_msg(pvb_repo_open(st, NULL, 0, &repo, &err) == PVB_E_CORRUPT, "config %zu: %s",
+                      idx, err.msg);
         ck_assert_ptr_null(repo);
     }
     /* not ours, a malformed id, a bad block size */
-    const char *fmt[] = {
-        "{\"format\": \"restic\", \"version\": 1, \"id\": \"%s\", \"encryption\": \"none\", "
-        "\"block_size\": 32768}",
-        "{\"format\": \"pvbackup\", \"version\": 1, \"id\": \"%.30szz\", \"encryption\": "
-        "\"none\", \"block_size\": 32768}",
-        "{\"format\": \"pvbackup\", \"version\": 1, \"id\": \"%s\", \"encryption\": \"none\", "
-        "\"block_size\": 12345}",
-    };
-    for (size_t idx = 0; idx < PVB_ARRAY_LEN(fmt); idx++) {
-        snprintf(text, sizeof(text), fmt[idx], id);
+    char bad_id[PVB_REPO_ID_HEX_LEN + 1];
+    snprintf(bad_id, sizeof(bad_id), "%.30szz", id);
+    const struct {
+        const char *format, *id;
+        int block_size;
+    } fields[] = {{"restic", id, 32768}, {"pvbackup", bad_id, 32768}, {"pvbackup", id, 12345}};
+    for (size_t idx = 0; idx < PVB_ARRAY_LEN(fields); idx++) {
+        snprintf(text, sizeof(text),
+                 "{\"format\": \"%s\", \"version\": 1, \"id\": \"%s\", \"encryption\": "
+                 "\"none\", \"block_size\": %d}",
+                 fields[idx].format, fields[idx].id, fields[idx].block_size);
         replace_config(text);
-        ck_assert_msg(pvb_repo_open(st, NULL, 0, &repo, &err) == PVB_E_CORRUPT,
-                      "config %zu: %s", idx, err.msg);
+        ck_assert_msg(pvb_repo_open(st, NULL, 0, &repo, &err) == PVB_E_CORRUPT, "config %zu: %s",
+                      idx, err.msg);
         ck_assert_ptr_null(repo);
     }
 }
@@ -326,7 +327,7 @@ static void check_object_round_trip(bool encrypted)
         ck_assert_str_eq(hex, id);
         if (idx == 0) {
             ck_assert_uint_lt(len, big_len / 4); /* compressed */
-            if (encrypted) /* nothing of the plaintext shows */
+            if (encrypted)                       /* nothing of the plaintext shows */
                 ck_assert_ptr_null(memmem(stored, len, "abcdefgh", 8));
         }
         free(stored);
@@ -375,8 +376,7 @@ static void check_object_flipped_byte(bool encrypted)
     init_repo(encrypted, NULL);
     pvb_repo *repo = open_repo(encrypted);
     const char *text = "{\"some\": \"snapshot text, long enough to be worth compressing\"}";
-    ck_assert_int_eq(pvb_repo_put_object(repo, "snapshots", text, strlen(text), id, &err),
-                     PVB_OK);
+    ck_assert_int_eq(pvb_repo_put_object(repo, "snapshots", text, strlen(text), id, &err), PVB_OK);
     snprintf(name, sizeof(name), "snapshots/%s", id);
     uint8_t *stored = read_whole(path_in_repo(name), &len);
 

@@ -108,8 +108,7 @@ static void write_foreign_lock(pvb_repo *repo, const char *host, long pid, int64
              "\"purpose\":\"%s\"}",
              host, pid, (long long)time_ns, exclusive ? "true" : "false", purpose);
     ck_assert_int_eq(
-        pvb_crypto_seal(pvb_repo_key(repo), "locks", 5, text, strlen(text), &sealed, &err),
-        PVB_OK);
+        pvb_crypto_seal(pvb_repo_key(repo), "locks", 5, text, strlen(text), &sealed, &err), PVB_OK);
     snprintf(name, sizeof(name), "locks/%032x", ++counter);
     ck_assert_int_eq(pvb_storage_put(st, name, sealed.data, sealed.len, &err), PVB_OK);
     pvb_buf_free(&sealed);

@@ -44,8 +44,8 @@ static pvb_repo *open_repo(bool encrypted)
 {
     pvb_repo *repo = NULL;
     pvb_error err = {0};
-    int rc = pvb_repo_open(st, encrypted ? PASSWORD : NULL, encrypted ? strlen(PASSWORD) : 0,
-                           &repo, &err);
+    int rc = pvb_repo_open(st, encrypted ? PASSWORD : NULL, encrypted ? strlen(PASSWORD) : 0, &repo,
+                           &err);
     ck_assert_msg(rc == PVB_OK, "open: %s", err.msg);
     return repo;
 }
@@ -188,7 +188,7 @@ START_TEST(test_claim_semantics)
 
     pvb_packer *p1 = new_packer(repo, true);
     add_frame(repo, p1, data, 1000, 1, true, &a); /* claims a */
-    ck_assert(!pvb_packer_claim(p1, &a));        /* exactly once */
+    ck_assert(!pvb_packer_claim(p1, &a));         /* exactly once */
     finish(p1);
     pvb_packer_free(p1);
     ck_assert(pvb_repo_index_find(repo, &a, NULL));
@@ -247,9 +247,9 @@ static void check_frames_round_trip(bool encrypted)
     uint8_t small[10] = "tiny blob";
 
     pvb_packer *p = new_packer(repo, true);
-    ck_assert(add_frame(repo, p, text, text_len, 4, true, text_ids));     /* shrinks */
-    ck_assert(!add_frame(repo, p, rnd, rnd_len, 1, true, rnd_ids));       /* kept raw */
-    ck_assert(!add_frame(repo, p, rnd2, rnd_len, 2, false, rnd2_ids));    /* not tried */
+    ck_assert(add_frame(repo, p, text, text_len, 4, true, text_ids));  /* shrinks */
+    ck_assert(!add_frame(repo, p, rnd, rnd_len, 1, true, rnd_ids));    /* kept raw */
+    ck_assert(!add_frame(repo, p, rnd2, rnd_len, 2, false, rnd2_ids)); /* not tried */
     ck_assert(!add_frame(repo, p, small, sizeof(small), 1, true, small_ids));
     ck_assert(!add_frame(repo, p, text + 7, 50000, 1, false, plain_ids)); /* not tried */
     finish(p);
@@ -504,8 +504,7 @@ START_TEST(test_pack_header_corruption)
         uint8_t *copy = malloc(cut ? cut : 1);
         memcpy(copy, pack, cut);
         frames = NULL;
-        ck_assert_int_eq(pvb_pack_parse_header(repo, copy, cut, &frames, &n, &err),
-                         PVB_E_CORRUPT);
+        ck_assert_int_eq(pvb_pack_parse_header(repo, copy, cut, &frames, &n, &err), PVB_E_CORRUPT);
         free(copy);
     }
     /* bytes before the frames: the header no longer describes the pack */

@@ -73,10 +73,20 @@ static void full_snapshot(pvb_snapshot *s, const char *volume, int64_t start_ns)
         memset(s->tree[pos].b, (int)(pos + 1), PVB_ID_LEN);
     s->tree_entries = 123456;
     pvb_snapshot_stats *stt = &s->stats;
-    uint64_t *fields[] = {&stt->files, &stt->dirs, &stt->symlinks, &stt->others, &stt->bytes,
-                          &stt->files_new, &stt->files_changed, &stt->files_unchanged,
-                          &stt->files_removed, &stt->bytes_read, &stt->blobs_added,
-                          &stt->bytes_added, &stt->changed_while_read, &stt->read_errors};
+    uint64_t *fields[] = {&stt->files,
+                          &stt->dirs,
+                          &stt->symlinks,
+                          &stt->others,
+                          &stt->bytes,
+                          &stt->files_new,
+                          &stt->files_changed,
+                          &stt->files_unchanged,
+                          &stt->files_removed,
+                          &stt->bytes_read,
+                          &stt->blobs_added,
+                          &stt->bytes_added,
+                          &stt->changed_while_read,
+                          &stt->read_errors};
     for (size_t pos = 0; pos < PVB_ARRAY_LEN(fields); pos++)
         *fields[pos] = 1000 * (pos + 1) + (pos == 4 ? (1ull << 40) : 0);
 }
@@ -144,8 +154,7 @@ START_TEST(test_json_round_trip)
     ck_assert_ptr_nonnull(text);
     ck_assert_ptr_nonnull(strstr(text, "\"short_id\":\"cccccccccccc\""));
     ck_assert_ptr_nonnull(strstr(text, "\"kind\":\"incremental\""));
-    ck_assert_msg(pvb_snapshot_from_json(text, strlen(text), &got, &err) == PVB_OK, "%s",
-                  err.msg);
+    ck_assert_msg(pvb_snapshot_from_json(text, strlen(text), &got, &err) == PVB_OK, "%s", err.msg);
     assert_snapshot_eq(&s, &got);
     ck_assert_str_eq(got.id, s.id);
     free(text);
@@ -347,8 +356,8 @@ START_TEST(test_resolve)
     /* not ids at all */
     const char *bad[] = {"abc", "", "XYZ!", "ABCDEF12", "latest1"};
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(bad); idx++)
-        ck_assert_msg(pvb_snapshot_resolve(repo, bad[idx], NULL, &got, &err) == PVB_E_USAGE,
-                      "'%s'", bad[idx]);
+        ck_assert_msg(pvb_snapshot_resolve(repo, bad[idx], NULL, &got, &err) == PVB_E_USAGE, "'%s'",
+                      bad[idx]);
     ck_assert_int_eq(pvb_snapshot_resolve(repo, "0000000000000000", NULL, &got, &err),
                      PVB_E_NOT_FOUND);
     ck_assert_int_ne(err.hint[0], '\0');

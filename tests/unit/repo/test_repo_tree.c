@@ -102,9 +102,9 @@ static void assert_entry_eq(const pvb_entry *a, const pvb_entry *b)
 static uint8_t xv_binary[] = {0x00, 0xff, 0x01, 0x00, 0x80, '\n'};
 static uint8_t xv_long[1000];
 static pvb_xattr sample_xattrs[] = {
-    {"user.binary", xv_binary, sizeof(xv_binary)},
-    {"user.empty", xv_binary, 0},
-    {"security.selinux", xv_long, sizeof(xv_long)},
+    {(char *)"user.binary", xv_binary, sizeof(xv_binary)},
+    {(char *)"user.empty", xv_binary, 0},
+    {(char *)"security.selinux", xv_long, sizeof(xv_long)},
 };
 static pvb_extent sample_extents[] = {{0, 4096}, {1ull << 30, 100}, {(1ull << 40) - 10, 10}};
 static pvb_block_ref sample_blocks[] = {{{{0xaa, 1}}, 4096}, {{{0xbb, 2}}, 110}};
@@ -118,25 +118,26 @@ static void sample_entries(pvb_entry out[N_SAMPLES])
     for (size_t pos = 0; pos < sizeof(xv_long); pos++)
         xv_long[pos] = (uint8_t)(pos * 7);
     /* a directory */
-    out[0].path = "dir";
+    out[0].path = (char *)"dir";
     out[0].type = PVB_ENTRY_DIR;
     out[0].mode = 01777;
     out[0].uid = 0;
     out[0].gid = 0;
-    out[0].uname = "root";
-    out[0].gname = "root";
+    out[0].uname = (char *)"root";
+    out[0].gname = (char *)"root";
     out[0].mtime_sec = -86400; /* before the epoch */
     out[0].mtime_nsec = 999999999;
-    out[0].acl_text = "user::rwx\ngroup::r-x\nother::r-x\ndefault:user::rwx\ndefault:group::r-x\n"
-                      "default:other::---";
+    out[0].acl_text =
+        (char *)"user::rwx\ngroup::r-x\nother::r-x\ndefault:user::rwx\ndefault:group::r-x\n"
+                "default:other::---";
     /* a sparse file with every field */
-    out[1].path = "dir/file";
+    out[1].path = (char *)"dir/file";
     out[1].type = PVB_ENTRY_FILE;
     out[1].mode = 06755;
     out[1].uid = 4000000000u;
     out[1].gid = 4000000001u;
-    out[1].uname = "alice";
-    out[1].gname = "staff";
+    out[1].uname = (char *)"alice";
+    out[1].gname = (char *)"staff";
     out[1].mtime_sec = 1614834367;
     out[1].mtime_nsec = 123456789;
     out[1].atime_sec = INT64_MAX / 4;
@@ -148,7 +149,7 @@ static void sample_entries(pvb_entry out[N_SAMPLES])
     out[1].nlink = 2;
     out[1].size = 1ull << 40;
     out[1].fflags = 0x10;
-    out[1].acl_text = "user::rw-\nuser:1000:r--\ngroup::r--\nmask::r--\nother::---";
+    out[1].acl_text = (char *)"user::rw-\nuser:1000:r--\ngroup::r--\nmask::r--\nother::---";
     out[1].xattrs = sample_xattrs;
     out[1].n_xattrs = PVB_ARRAY_LEN(sample_xattrs);
     out[1].extents = sample_extents;
@@ -156,13 +157,13 @@ static void sample_entries(pvb_entry out[N_SAMPLES])
     out[1].blocks = sample_blocks;
     out[1].n_blocks = PVB_ARRAY_LEN(sample_blocks);
     /* a further name of it */
-    out[2].path = "dir/link";
+    out[2].path = (char *)"dir/link";
     out[2].type = PVB_ENTRY_HARDLINK;
     out[2].mode = 06755;
     out[2].nlink = 2;
-    out[2].link_target = "dir/file";
+    out[2].link_target = (char *)"dir/file";
     /* names with a newline and a 0xff byte */
-    out[3].path = "dir/new\nline \xff\xfe.txt";
+    out[3].path = (char *)"dir/new\nline \xff\xfe.txt";
     out[3].type = PVB_ENTRY_FILE;
     out[3].mode = 0600;
     out[3].size = 65537;
@@ -170,23 +171,23 @@ static void sample_entries(pvb_entry out[N_SAMPLES])
     out[3].n_blocks = PVB_ARRAY_LEN(dense_blocks);
     out[3].flags = PVB_ENTRY_F_CHANGED_WHILE_READ;
     /* a symlink whose target is not UTF-8 and leaves the volume (allowed: never followed) */
-    out[4].path = "dir/sym";
+    out[4].path = (char *)"dir/sym";
     out[4].type = PVB_ENTRY_SYMLINK;
     out[4].mode = 0777;
-    out[4].link_target = "../\xff\xc0\x80/etc/passwd";
+    out[4].link_target = (char *)"../\xff\xc0\x80/etc/passwd";
     /* devices, fifo, socket */
-    out[5].path = "dir/tty";
+    out[5].path = (char *)"dir/tty";
     out[5].type = PVB_ENTRY_CHR;
     out[5].mode = 0620;
     out[5].rdev = (136ull << 8) | 3;
-    out[6].path = "dir/zfifo";
+    out[6].path = (char *)"dir/zfifo";
     out[6].type = PVB_ENTRY_FIFO;
     out[6].mode = 0644;
-    out[7].path = "dir/zsock";
+    out[7].path = (char *)"dir/zsock";
     out[7].type = PVB_ENTRY_SOCKET;
     out[7].mode = 0755;
     /* a file that could not be read: no blocks, whatever its size */
-    out[8].path = "unreadable";
+    out[8].path = (char *)"unreadable";
     out[8].type = PVB_ENTRY_FILE;
     out[8].mode = 0;
     out[8].size = 1000;
@@ -263,10 +264,10 @@ START_TEST(test_entry_empty_names_become_null)
     pvb_buf b = PVB_BUF_INIT;
     pvb_error err = {0};
     memset(&e, 0, sizeof(e));
-    e.path = "f";
+    e.path = (char *)"f";
     e.type = PVB_ENTRY_FILE;
-    e.uname = "";
-    e.acl_text = "";
+    e.uname = (char *)"";
+    e.acl_text = (char *)"";
     encode(&b, &e);
     ck_assert_int_eq(decode_copy(b.data, b.len, &got, &err, NULL), PVB_OK);
     ck_assert_ptr_null(got.uname);
@@ -286,9 +287,9 @@ START_TEST(test_decode_refuses_unsafe_paths)
         const char *raw;
         size_t len;
     } bad[] = {
-        {"..", 2},    {"/x", 2},      {"a//b", 4},  {"a/./b", 5}, {"a/", 2},     {"a\0b", 3},
-        {".", 1},     {"../a", 4},    {"a/..", 4},  {"a/../b", 6}, {"/", 1},     {"", 0},
-        {"./a", 3},   {"a/b/", 4},    {"\0", 1},    {"//", 2},
+        {"..", 2},  {"/x", 2},   {"a//b", 4}, {"a/./b", 5},  {"a/", 2}, {"a\0b", 3},
+        {".", 1},   {"../a", 4}, {"a/..", 4}, {"a/../b", 6}, {"/", 1},  {"", 0},
+        {"./a", 3}, {"a/b/", 4}, {"\0", 1},   {"//", 2},
     };
     pvb_buf b = PVB_BUF_INIT;
     pvb_error err = {0};
@@ -304,8 +305,8 @@ START_TEST(test_decode_refuses_unsafe_paths)
     static const char *good[] = {"...", "a..b", "..a", "a/.b", ".hidden/x", "a\\b", " "};
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(good); idx++) {
         encode_with_path(&b, good[idx], strlen(good[idx]), PVB_ENTRY_DIR, NULL);
-        ck_assert_msg(decode_copy(b.data, b.len, &got, &err, NULL) == PVB_OK, "'%s': %s",
-                      good[idx], err.msg);
+        ck_assert_msg(decode_copy(b.data, b.len, &got, &err, NULL) == PVB_OK, "'%s': %s", good[idx],
+                      err.msg);
         ck_assert_str_eq(got.path, good[idx]);
         pvb_entry_clear(&got);
     }
@@ -331,7 +332,7 @@ START_TEST(test_decode_refuses_bad_blocks)
     pvb_error err = {0};
     pvb_block_ref blocks[2] = {{{{1}}, 100}, {{{2}}, 50}};
     memset(&e, 0, sizeof(e));
-    e.path = "f";
+    e.path = (char *)"f";
     e.type = PVB_ENTRY_FILE;
     e.blocks = blocks;
     e.n_blocks = 2;
@@ -364,7 +365,8 @@ START_TEST(test_decode_refuses_bad_blocks)
     encode(&b, &e);
     ck_assert_int_eq(decode_copy(b.data, b.len, &got, &err, NULL), PVB_E_CORRUPT);
     /* extents out of order, overlapping, or past the end */
-    pvb_extent bad_ext[][2] = {{{1000, 50}, {0, 100}}, {{0, 100}, {50, 50}}, {{0, 100}, {1990, 50}}};
+    pvb_extent bad_ext[][2] = {
+        {{1000, 50}, {0, 100}}, {{0, 100}, {50, 50}}, {{0, 100}, {1990, 50}}};
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(bad_ext); idx++) {
         e.extents = bad_ext[idx];
         pvb_buf_reset(&b);
@@ -397,7 +399,7 @@ START_TEST(test_decode_refuses_bad_fields)
     pvb_buf b = PVB_BUF_INIT;
     pvb_error err = {0};
     memset(&e, 0, sizeof(e));
-    e.path = "x";
+    e.path = (char *)"x";
     e.type = 0; /* unknown types */
     encode(&b, &e);
     ck_assert_int_eq(decode_copy(b.data, b.len, &got, &err, NULL), PVB_E_CORRUPT);
@@ -416,7 +418,7 @@ START_TEST(test_decode_refuses_bad_fields)
         *nsec[idx] = 0;
     }
     /* a NUL inside an xattr name */
-    pvb_xattr x = {"user.a", (uint8_t *)"v", 1};
+    pvb_xattr x = {(char *)"user.a", (uint8_t *)"v", 1};
     e.xattrs = &x;
     e.n_xattrs = 1;
     pvb_buf_reset(&b);
@@ -436,7 +438,7 @@ START_TEST(test_decode_refuses_implausible_counts)
     pvb_buf b = PVB_BUF_INIT;
     pvb_error err = {0};
     memset(&e, 0, sizeof(e));
-    e.path = "f";
+    e.path = (char *)"f";
     e.type = PVB_ENTRY_FILE;
     encode(&b, &e);
     ck_assert_uint_ge(b.len, 3);
@@ -446,14 +448,10 @@ START_TEST(test_decode_refuses_implausible_counts)
         uint64_t xattrs, extents, blocks;
         const char *why;
     } cases[] = {
-        {1ull << 32, 0, 0, "xattr count"},
-        {5000, 0, 0, "xattr count over the cap"},
-        {2, 0, 0, "xattrs missing"},
-        {0, 1ull << 40, 0, "extent count"},
-        {0, 3, 0, "extents missing"},
-        {0, 0, 1ull << 30, "block count"},
-        {0, 0, 1, "block missing"},
-        {0, 0, UINT64_MAX, "block count overflow"},
+        {1ull << 32, 0, 0, "xattr count"}, {5000, 0, 0, "xattr count over the cap"},
+        {2, 0, 0, "xattrs missing"},       {0, 1ull << 40, 0, "extent count"},
+        {0, 3, 0, "extents missing"},      {0, 0, 1ull << 30, "block count"},
+        {0, 0, 1, "block missing"},        {0, 0, UINT64_MAX, "block count overflow"},
     };
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(cases); idx++) {
         b.len = head;
@@ -479,8 +477,8 @@ START_TEST(test_decode_every_truncation_fails)
         encode(&b, &samples[idx]);
         for (size_t cut = 0; cut < b.len; cut++) {
             int rc = decode_copy(b.data, cut, &got, &err, NULL);
-            ck_assert_msg(rc == PVB_E_CORRUPT, "entry %zu cut at %zu/%zu: rc %d", idx, cut,
-                          b.len, rc);
+            ck_assert_msg(rc == PVB_E_CORRUPT, "entry %zu cut at %zu/%zu: rc %d", idx, cut, b.len,
+                          rc);
             ck_assert_ptr_null(got.path);
             ck_assert_ptr_null(got.blocks);
         }

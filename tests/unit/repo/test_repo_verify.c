@@ -297,8 +297,7 @@ START_TEST(test_verify_unreferenced_pack)
     pvb_packer *p = NULL;
     ck_assert_int_eq(pvb_packer_new(repo, true, 0, &p, &err), PVB_OK);
     ck_assert(pvb_packer_claim(p, &b.id));
-    ck_assert_int_eq(pvb_packer_add_frame(p, &b, 1, data, sizeof(data), true, NULL, &err),
-                     PVB_OK);
+    ck_assert_int_eq(pvb_packer_add_frame(p, &b, 1, data, sizeof(data), true, NULL, &err), PVB_OK);
     ck_assert_int_eq(pvb_packer_finish(p, &err), PVB_OK);
     pvb_packer_free(p);
     /* and one the index does not know either (killed before the index was written) */

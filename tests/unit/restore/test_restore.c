@@ -552,7 +552,6 @@ START_TEST(test_restore_usage_errors)
 }
 END_TEST
 
-
 /* A snapshot like s whose entry `path` carries an extra xattr the target cannot take. */
 static void with_unsettable_xattr(const pvb_snapshot *s, const char *path, pvb_snapshot *out)
 {
@@ -687,8 +686,9 @@ static void check_export(const char *name)
         ck_assert_str_eq(items[pos].path, t.entries[pos].path);
     pvb_tree_clear(&t);
 
-    const char *files[] = {"a.txt", "empty", "dir/b.bin", "dir/sub/big.bin", "dir/sub/c.txt",
-                           "odd name\nwith newline \xff", "sparse"};
+    const char *files[] = {"a.txt",           "empty",         "dir/b.bin",
+                           "dir/sub/big.bin", "dir/sub/c.txt", "odd name\nwith newline \xff",
+                           "sparse"};
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(files); idx++) {
         const tar_item *it = tar_find(items, n, files[idx]);
         struct stat sst;

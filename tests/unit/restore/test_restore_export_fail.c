@@ -81,8 +81,8 @@ static void write_random(const char *rel, size_t len, uint64_t seed)
 
 static void backup(pvb_snapshot *out)
 {
-    pvb_backup_options opts = {.volume = "vol", .source = src, .kind = PVB_BACKUP_FULL,
-                               .threads = 2};
+    pvb_backup_options opts = {
+        .volume = "vol", .source = src, .kind = PVB_BACKUP_FULL, .threads = 2};
     pvb_backup_result r;
     pvb_error err = {0};
     ck_assert_int_eq(pvb_backup_run(repo, &opts, &r, &err), PVB_OK);
