@@ -66,10 +66,13 @@ build() {
         echo "built in $((SECONDS - t))s (log: $dir/build.log)"
         record "$stage" "ok" 1 0 $((SECONDS - t))
     else
-        echo "--- errors in $dir/build.log:"
-        grep -E -B2 -A6 'error:|Error [0-9]|CMake Error' "$dir/build.log" | head -n 150
-        echo "--- last lines of $dir/build.log:"
-        tail -n 30 "$dir/build.log"
+        if grep -q -E 'error:|CMake Error' "$dir/build.log"; then
+            echo "--- errors in $dir/build.log:"
+            grep -E -B2 -A6 'error:|CMake Error' "$dir/build.log" | head -n 150
+        else
+            echo "--- last lines of $dir/build.log:"
+            tail -n 40 "$dir/build.log"
+        fi
         record "$stage" "FAILED (exit $rc)" 0 1 $((SECONDS - t))
     fi
     return "$rc"
@@ -208,6 +211,7 @@ elif build build-fuzz build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Rel
         else
             # the report, without libFuzzer's progress lines
             grep -v -E '^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED|RELOAD)' "$log" | tail -n 80
+            grep -m1 -E '^INFO: Seed: ' "$log" || true
             echo "log: $log"
             echo "inputs that failed: $(find "$artifacts" -type f -printf '%f ')"
             echo "reproduce: $exe ${artifacts#"$ROOT"/}/<input>"

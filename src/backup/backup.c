@@ -272,7 +272,7 @@ static int process_entry(backup_ctx *ctx, int dirfd, const char *name, const cha
                          const struct stat *lst, pvb_error *err)
 {
     struct stat st = *lst;
-    int fd = -1, rc = PVB_OK;
+    int fd = -1, rc = PVB_OK, open_errno = 0;
     uint8_t type = type_of(st.st_mode);
     size_t pos = ctx->entries.n;
     pvb_entry *e = pvb_entry_list_add(&ctx->entries);
@@ -335,6 +335,7 @@ static int process_entry(backup_ctx *ctx, int dirfd, const char *name, const cha
         }
     } else if (type == PVB_ENTRY_DIR) {
         fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        open_errno = errno; /* reading metadata below clobbers errno */
     }
     char *abs = printf_dup("%s/%s", ctx->source_abs, rel);
     if (abs == NULL) {
@@ -376,7 +377,7 @@ static int process_entry(backup_ctx *ctx, int dirfd, const char *name, const cha
         fd = -1;
     } else if (type == PVB_ENTRY_DIR) {
         if (fd < 0) {
-            record_error(ctx, rel, strerror(errno));
+            record_error(ctx, rel, strerror(open_errno));
         } else {
             rc = walk_dir(ctx, fd, rel, err);
         }
@@ -541,18 +542,27 @@ static int find_parent(pvb_repo *repo, const char *volume, pvb_snapshot *out, bo
 }
 
 /* When a local repository lies inside the source, skip it rather than back it up into
- * itself. */
-static void find_repo_inside(backup_ctx *ctx)
+ * itself; a source that is the repository, or lies inside it, is refused. */
+static int check_repo_location(backup_ctx *ctx, pvb_error *err)
 {
     pvb_storage *st = pvb_repo_storage(ctx->repo);
     if ((pvb_storage_features(st) & PVB_STORAGE_FEAT_LOCAL) == 0)
-        return;
+        return PVB_OK;
     const char *repo_path = pvb_storage_describe(st);
-    size_t len = strlen(ctx->source_abs);
-    if (strncmp(repo_path, ctx->source_abs, len) == 0 && repo_path[len] == '/') {
-        ctx->skip_rel = strdup(repo_path + len + 1);
+    size_t src_len = strlen(ctx->source_abs), repo_len = strlen(repo_path);
+    if (strncmp(ctx->source_abs, repo_path, repo_len) == 0 &&
+        (ctx->source_abs[repo_len] == '\0' || ctx->source_abs[repo_len] == '/')) {
+        PVB_ERR(err, PVB_E_USAGE, "the source '%s' is the repository or lies inside it",
+                ctx->source_abs);
+        pvb_error_hint(err, "back up the volume's data directory, not the repository");
+        return PVB_E_USAGE;
+    }
+    if (strncmp(repo_path, ctx->source_abs, src_len) == 0 &&
+        (repo_path[src_len] == '/' || src_len == 1)) {
+        ctx->skip_rel = strdup(repo_path + (src_len == 1 ? 1 : src_len + 1));
         PVB_WARN("the repository '%s' lies inside the source: it is excluded", repo_path);
     }
+    return PVB_OK;
 }
 
 int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_result *result,
@@ -593,7 +603,8 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
                                      (int64_t)root_st.st_atim.tv_sec * 1000000000LL +
                                          root_st.st_atim.tv_nsec};
     }
-    find_repo_inside(&ctx);
+    if ((rc = check_repo_location(&ctx, err)) != PVB_OK)
+        goto out;
     if ((rc = pvb_lock_acquire(repo, false, "backup", &lock, err)) != PVB_OK)
         goto out;
     if ((rc = pvb_repo_index_load(repo, err)) != PVB_OK)

@@ -51,7 +51,8 @@ void pvb_entry_list_free(pvb_entry_list *l)
 uint32_t pvb_backup_block_size(uint32_t base, uint64_t stream_len)
 {
     uint32_t bs = base;
-    while ((stream_len + bs - 1) / bs > PVB_MAX_BLOCKS_PER_FILE && bs < (16u << 20))
+    /* ceil(stream_len / bs) without the overflow of stream_len + bs - 1 */
+    while (stream_len / bs + (stream_len % bs != 0) > PVB_MAX_BLOCKS_PER_FILE && bs < (16u << 20))
         bs *= 2;
     return bs;
 }

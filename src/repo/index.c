@@ -27,6 +27,7 @@ void pvb_index_destroy(pvb_index *ix)
 {
     free(ix->slots);
     free(ix->packs);
+    free(ix->pack_sizes);
     pthread_rwlock_destroy(&ix->lock);
     memset(ix, 0, sizeof(*ix));
 }
@@ -75,19 +76,24 @@ static pvb_index_slot *find_slot(const pvb_index *ix, const pvb_id *id)
 }
 
 /* Caller holds the write lock. */
-static int add_pack_locked(pvb_index *ix, const pvb_id *pack, const pvb_frame_desc *frames,
-                           size_t n_frames, pvb_error *err)
+static int add_pack_locked(pvb_index *ix, const pvb_id *pack, uint64_t pack_size,
+                           const pvb_frame_desc *frames, size_t n_frames, pvb_error *err)
 {
     int rc;
     if (ix->n_packs == ix->cap_packs) {
         size_t cap = ix->cap_packs ? ix->cap_packs * 2 : 64;
         pvb_id *packs = realloc(ix->packs, cap * sizeof(*packs));
-        if (packs == NULL)
+        if (packs != NULL)
+            ix->packs = packs;
+        uint64_t *sizes = realloc(ix->pack_sizes, cap * sizeof(*sizes));
+        if (sizes != NULL)
+            ix->pack_sizes = sizes;
+        if (packs == NULL || sizes == NULL)
             return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
-        ix->packs = packs;
         ix->cap_packs = cap;
     }
     uint32_t pack_idx = (uint32_t)ix->n_packs;
+    ix->pack_sizes[ix->n_packs] = pack_size;
     ix->packs[ix->n_packs++] = *pack;
     for (size_t fno = 0; fno < n_frames; fno++) {
         const pvb_frame_desc *f = &frames[fno];
@@ -118,12 +124,55 @@ static int add_pack_locked(pvb_index *ix, const pvb_id *pack, const pvb_frame_de
     return PVB_OK;
 }
 
-int pvb_index_add_pack(pvb_index *ix, const pvb_id *pack, const pvb_frame_desc *frames,
-                       size_t n_frames, pvb_error *err)
+int pvb_index_add_pack(pvb_index *ix, const pvb_id *pack, uint64_t pack_size,
+                       const pvb_frame_desc *frames, size_t n_frames, pvb_error *err)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    int rc = add_pack_locked(ix, pack, frames, n_frames, err);
+    int rc = add_pack_locked(ix, pack, pack_size, frames, n_frames, err);
     pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+int pvb_index_merge(pvb_index *dst, const pvb_index *src, pvb_error *err)
+{
+    int rc = PVB_OK;
+    pthread_rwlock_wrlock(&dst->lock);
+    size_t need = dst->n_packs + src->n_packs;
+    if (need > dst->cap_packs) {
+        pvb_id *packs = realloc(dst->packs, need * sizeof(*packs));
+        if (packs != NULL)
+            dst->packs = packs;
+        uint64_t *sizes = realloc(dst->pack_sizes, need * sizeof(*sizes));
+        if (sizes != NULL)
+            dst->pack_sizes = sizes;
+        if (packs == NULL || sizes == NULL) {
+            rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            goto out;
+        }
+        dst->cap_packs = need;
+    }
+    /* src's pack numbers shift by the packs dst already has */
+    uint32_t offset = (uint32_t)dst->n_packs;
+    for (size_t pno = 0; pno < src->n_packs; pno++) {
+        dst->packs[offset + pno] = src->packs[pno];
+        dst->pack_sizes[offset + pno] = src->pack_sizes[pno];
+    }
+    dst->n_packs = need;
+    for (size_t pos = 0; pos < src->cap; pos++) {
+        const pvb_index_slot *s = &src->slots[pos];
+        if (s->pack == UINT32_MAX || find_slot(dst, &s->id) != NULL)
+            continue;
+        if ((dst->count + 1) * 4 > dst->cap * 3 && (rc = grow(dst, err)) != PVB_OK)
+            goto out;
+        size_t at = (size_t)id_hash(&s->id) & (dst->cap - 1);
+        while (dst->slots[at].pack != UINT32_MAX)
+            at = (at + 1) & (dst->cap - 1);
+        dst->slots[at] = *s;
+        dst->slots[at].pack = offset + s->pack;
+        dst->count++;
+    }
+out:
+    pthread_rwlock_unlock(&dst->lock);
     return rc;
 }
 
@@ -259,10 +308,12 @@ out:
     return PVB_OK;
 }
 
-int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, const pvb_frame_desc *frames,
-                          size_t n_frames, pvb_error *err)
+int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, uint64_t pack_size,
+                          const pvb_frame_desc *frames, size_t n_frames, pvb_error *err)
 {
     int rc = pvb_buf_append(out, pack->b, PVB_ID_LEN, err);
+    if (rc == PVB_OK)
+        rc = pvb_buf_append_varint(out, pack_size, err);
     if (rc == PVB_OK)
         rc = pvb_frames_encode(out, frames, n_frames, true, err);
     return rc;
@@ -290,14 +341,22 @@ int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *e
     for (uint64_t pno = 0; pno < n_packs; pno++) {
         const uint8_t *packb;
         pvb_id pack;
+        uint64_t pack_size;
         pvb_frame_desc *frames = NULL;
         size_t n_frames = 0;
-        if ((rc = pvb_reader_raw(&r, PVB_ID_LEN, &packb, err)) != PVB_OK)
+        if ((rc = pvb_reader_raw(&r, PVB_ID_LEN, &packb, err)) != PVB_OK ||
+            (rc = pvb_reader_varint(&r, &pack_size, err)) != PVB_OK)
             return rc;
         memcpy(pack.b, packb, PVB_ID_LEN);
         if ((rc = pvb_frames_decode(&r, true, &frames, &n_frames, err)) != PVB_OK)
             return rc;
-        rc = pvb_index_add_pack(ix, &pack, frames, n_frames, err);
+        for (size_t fno = 0; fno < n_frames; fno++) {
+            if (frames[fno].offset + frames[fno].sealed_len > pack_size) {
+                pvb_frames_free(frames, n_frames);
+                return PVB_ERR(err, PVB_E_CORRUPT, "index: frame beyond the end of its pack");
+            }
+        }
+        rc = pvb_index_add_pack(ix, &pack, pack_size, frames, n_frames, err);
         pvb_frames_free(frames, n_frames);
         if (rc != PVB_OK)
             return rc;
@@ -342,10 +401,26 @@ int pvb_repo_index_load(pvb_repo *repo, pvb_error *err)
     if ((rc = pvb_repo_list(repo, "index", collect_id, &lc, err)) != PVB_OK)
         goto out;
     for (size_t pos = 0; pos < lc.n; pos++) {
-        if ((rc = pvb_repo_get_object(repo, "index", lc.ids[pos], &plain, err)) != PVB_OK)
-            goto out;
-        if ((rc = pvb_index_parse(&repo->index, plain.data, plain.len, err)) != PVB_OK) {
-            pvb_error_prefix(err, "index file 'index/%s'", lc.ids[pos]);
+        /* A damaged index file must not take the whole repository down: the blobs it alone
+         * lists become missing (the files using them fail, verify names it) and the rest stays
+         * restorable. Storage errors still fail the load. */
+        pvb_error one = {0};
+        int orc = pvb_repo_get_object(repo, "index", lc.ids[pos], &plain, &one);
+        if (orc == PVB_OK) {
+            pvb_index staged;
+            pvb_index_init(&staged);
+            orc = pvb_index_parse(&staged, plain.data, plain.len, &one);
+            if (orc == PVB_OK)
+                orc = pvb_index_merge(&repo->index, &staged, &one);
+            pvb_index_destroy(&staged);
+        }
+        if (orc == PVB_E_CORRUPT || orc == PVB_E_UNSUPPORTED) {
+            PVB_WARN("ignoring damaged index file 'index/%s': %s", lc.ids[pos], one.msg);
+            continue;
+        }
+        if (orc != PVB_OK) {
+            *err = one;
+            rc = orc;
             goto out;
         }
     }

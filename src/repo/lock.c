@@ -109,7 +109,8 @@ static bool record_is_stale(const lock_record *rec)
     if (strcmp(host, rec->hostname) == 0 && rec->pid > 0 && kill((pid_t)rec->pid, 0) != 0 &&
         errno == ESRCH)
         return true;
-    return pvb_time_now_ns() - rec->time_ns > LOCK_STALE_NS;
+    /* time_ns is read from the repository: now - time_ns could overflow, this cannot */
+    return rec->time_ns < pvb_time_now_ns() - LOCK_STALE_NS;
 }
 
 typedef struct scan_ctx {

@@ -37,6 +37,7 @@ typedef struct pending_pack {
 /* A pack stored, remembered for the index file. */
 typedef struct done_pack {
     pvb_id id;
+    uint64_t size;
     pvb_frame_desc *frames;
     size_t n_frames;
 } done_pack;
@@ -108,6 +109,7 @@ static int upload_pack(pvb_packer *p, pending_pack *pp, pvb_error *err)
         p->cap_done = cap;
     }
     p->done[p->n_done].id = id;
+    p->done[p->n_done].size = pp->bytes.len;
     p->done[p->n_done].frames = pp->frames;
     p->done[p->n_done].n_frames = pp->n_frames;
     p->n_done++;
@@ -353,8 +355,9 @@ static int write_index(pvb_packer *p, pvb_error *err)
         (rc = pvb_buf_append_varint(&plain, p->n_done, err)) != PVB_OK)
         goto out;
     for (size_t pos = 0; pos < p->n_done; pos++) {
-        if ((rc = pvb_index_encode_pack(&plain, &p->done[pos].id, p->done[pos].frames,
-                                        p->done[pos].n_frames, err)) != PVB_OK)
+        if ((rc = pvb_index_encode_pack(&plain, &p->done[pos].id, p->done[pos].size,
+                                        p->done[pos].frames, p->done[pos].n_frames, err)) !=
+            PVB_OK)
             goto out;
     }
     if ((rc = pvb_repo_put_object(p->repo, "index", plain.data, plain.len, NULL, err)) !=
@@ -362,8 +365,8 @@ static int write_index(pvb_packer *p, pvb_error *err)
         goto out;
     p->stats.stored_bytes += plain.len; /* approximately: the sealed object is compressed */
     for (size_t pos = 0; pos < p->n_done; pos++) {
-        if ((rc = pvb_index_add_pack(&p->repo->index, &p->done[pos].id, p->done[pos].frames,
-                                     p->done[pos].n_frames, err)) != PVB_OK)
+        if ((rc = pvb_index_add_pack(&p->repo->index, &p->done[pos].id, p->done[pos].size,
+                                     p->done[pos].frames, p->done[pos].n_frames, err)) != PVB_OK)
             goto out;
     }
 out:

@@ -38,6 +38,7 @@ typedef struct pvb_index {
     size_t cap;
     size_t count;
     pvb_id *packs;
+    uint64_t *pack_sizes; /* as recorded when stored: verify compares them with storage */
     size_t n_packs;
     size_t cap_packs;
     bool loaded;
@@ -66,8 +67,10 @@ typedef struct pvb_frame_desc {
 void pvb_index_init(pvb_index *ix);
 void pvb_index_destroy(pvb_index *ix);
 /* Add every blob of the frames of one pack. Caller holds no lock. */
-int pvb_index_add_pack(pvb_index *ix, const pvb_id *pack, const pvb_frame_desc *frames,
-                       size_t n_frames, pvb_error *err);
+int pvb_index_add_pack(pvb_index *ix, const pvb_id *pack, uint64_t pack_size,
+                       const pvb_frame_desc *frames, size_t n_frames, pvb_error *err);
+/* Move every pack and blob of src into dst (blobs dst already has keep their location). */
+int pvb_index_merge(pvb_index *dst, const pvb_index *src, pvb_error *err);
 /* Frame list encoding shared by pack headers and index files. */
 int pvb_frames_encode(pvb_buf *out, const pvb_frame_desc *frames, size_t n, bool with_offsets,
                       pvb_error *err);
@@ -76,8 +79,8 @@ int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames,
 void pvb_frames_free(pvb_frame_desc *frames, size_t n);
 /* Parse an index file's plaintext into the index. */
 int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *err);
-int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, const pvb_frame_desc *frames,
-                          size_t n_frames, pvb_error *err);
+int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, uint64_t pack_size,
+                          const pvb_frame_desc *frames, size_t n_frames, pvb_error *err);
 
 /* compress.c */
 /* zstd-compress src into out (replacing contents) when it pays; *method says what was done. */

@@ -435,8 +435,18 @@ int pvb_snapshot_resolve(pvb_repo *repo, const char *spec, const char *volume,
         goto out;
     }
     if (n_matches > 1) {
-        rc = PVB_ERR(err, PVB_E_USAGE, "snapshot prefix '%s' is ambiguous (%zu matches)", spec,
-                     n_matches);
+        char candidates[5 * 14 + 8] = "";
+        size_t shown = 0;
+        for (size_t pos = 0; pos < l.n && shown < 5; pos++) {
+            if (strncmp(l.ids[pos], spec, spec_len) != 0)
+                continue;
+            size_t used = strlen(candidates);
+            snprintf(candidates + used, sizeof(candidates) - used, "%s%.12s", shown ? ", " : "",
+                     l.ids[pos]);
+            shown++;
+        }
+        rc = PVB_ERR(err, PVB_E_USAGE, "snapshot prefix '%s' is ambiguous (%zu matches: %s%s)",
+                     spec, n_matches, candidates, n_matches > shown ? ", ..." : "");
         pvb_error_hint(err, "give more characters of the id");
         goto out;
     }

@@ -100,6 +100,7 @@ typedef struct verify_ctx {
     idmap referenced;  /* blob id -> snapshot index (for its salt) */
     idmap ref_packs;   /* pack id -> 1 */
     idmap bad_blobs;   /* blob id -> problem index */
+    idmap indexed_packs; /* pack id -> position in the repository index */
     pvb_snapshot *snaps;
     size_t n_snaps;
 } verify_ctx;
@@ -297,11 +298,19 @@ static int check_blob_location(const pvb_id *id, const pvb_blob_loc *loc, void *
     uint32_t *si = idmap_find(&v->pack_sizes_idx, &loc->pack);
     char name[128];
     pvb_pack_name(&loc->pack, name, sizeof(name));
-    if (si == NULL || v->sizes[*si] < loc->frame_offset + loc->frame_len) {
+    uint32_t *xi = idmap_find(&v->indexed_packs, &loc->pack);
+    uint64_t expected = xi != NULL ? v->repo->index.pack_sizes[*xi] : 0;
+    if (si == NULL || v->sizes[*si] != expected) {
         uint32_t *existing = idmap_find(&v->packs_present, &loc->pack);
         int prob;
         if (existing == NULL) {
-            prob = add_problem(v, name, si == NULL ? "pack is missing" : "pack is truncated");
+            if (si == NULL)
+                prob = add_problem(v, name, "pack is missing");
+            else
+                prob = add_problem(v, name, "pack has %llu bytes, its index says %llu (%s)",
+                                   (unsigned long long)v->sizes[*si],
+                                   (unsigned long long)expected,
+                                   v->sizes[*si] < expected ? "truncated" : "altered");
             if (prob < 0 || idmap_put(&v->packs_present, &loc->pack, (uint32_t)prob) != PVB_OK)
                 return 0;
         } else {
@@ -422,6 +431,12 @@ int pvb_verify_run(pvb_repo *repo, const pvb_verify_options *opts, pvb_verify_re
         goto out;
     if ((rc = check_snapshots(&v, err)) != PVB_OK)
         goto out;
+    for (size_t pno = 0; pno < repo->index.n_packs; pno++) {
+        if (idmap_put(&v.indexed_packs, &repo->index.packs[pno], (uint32_t)pno) != PVB_OK) {
+            rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            goto out;
+        }
+    }
     if ((rc = pvb_repo_index_each(repo, check_blob_location, &v, err)) != PVB_OK)
         goto out;
     /* packs nobody references are leftovers of interrupted backups: prune removes them */
@@ -461,6 +476,7 @@ out:
     idmap_free(&v.referenced);
     idmap_free(&v.ref_packs);
     idmap_free(&v.bad_blobs);
+    idmap_free(&v.indexed_packs);
     free(v.sizes);
     return rc;
 }

@@ -39,6 +39,8 @@ typedef struct need_blob {
     pvb_id id;
     uint32_t offset; /* in the read's decoded bytes */
     uint32_t len;
+    uint32_t frame; /* index into the read's frames */
+    bool bad;       /* set by the fetcher: its frame is damaged or it does not match its id */
 } need_blob;
 
 typedef struct frame_ref {
@@ -64,6 +66,7 @@ typedef struct read_plan {
 typedef struct block_use {
     uint32_t read;
     uint32_t offset; /* of the blob in the read's decoded bytes */
+    uint32_t blob;   /* index into the read's needed blobs */
 } block_use;
 
 typedef struct planned_entry {
@@ -188,11 +191,13 @@ static int read_add_frame(read_plan *rp, const pvb_blob_loc *loc, uint32_t *raw_
 }
 
 static int read_need_blob(read_plan *rp, const pvb_id *id, uint32_t offset, uint32_t len,
-                          pvb_error *err)
+                          uint32_t frame, uint32_t *blob_idx, pvb_error *err)
 {
     for (size_t pos = rp->n_blobs; pos-- > 0 && pos + 8 >= rp->n_blobs;) {
-        if (rp->blobs[pos].offset == offset && rp->blobs[pos].len == len)
+        if (rp->blobs[pos].offset == offset && rp->blobs[pos].len == len) {
+            *blob_idx = (uint32_t)pos;
             return PVB_OK;
+        }
     }
     if (rp->n_blobs == rp->cap_blobs) {
         size_t cap = rp->cap_blobs ? rp->cap_blobs * 2 : 8;
@@ -202,16 +207,19 @@ static int read_need_blob(read_plan *rp, const pvb_id *id, uint32_t offset, uint
         rp->blobs = b;
         rp->cap_blobs = cap;
     }
+    *blob_idx = (uint32_t)rp->n_blobs;
     need_blob *b = &rp->blobs[rp->n_blobs++];
     b->id = *id;
     b->offset = offset;
     b->len = len;
+    b->frame = frame;
+    b->bad = false;
     return PVB_OK;
 }
 
 /* Find or create the read holding a frame; returns its index and the frame's offset in it. */
 static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_idx,
-                      uint32_t *raw_offset, pvb_error *err)
+                      uint32_t *raw_offset, uint32_t *frame_idx, pvb_error *err)
 {
     size_t lo = ctx->n_reads > REUSE_WINDOW ? ctx->n_reads - REUSE_WINDOW : 0;
     for (size_t ri = ctx->n_reads; ri-- > lo;) {
@@ -222,6 +230,7 @@ static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_
             if (rp->frames[fno].loc.frame_offset == loc->frame_offset) {
                 *read_idx = (uint32_t)ri;
                 *raw_offset = rp->frames[fno].raw_offset;
+                *frame_idx = (uint32_t)fno;
                 return PVB_OK;
             }
         }
@@ -236,6 +245,7 @@ static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_
             return PVB_E_NOMEM;
     }
     *read_idx = (uint32_t)(last - ctx->reads);
+    *frame_idx = (uint32_t)last->n_frames;
     return read_add_frame(last, loc, raw_offset, err);
 }
 
@@ -249,7 +259,7 @@ static int plan_entry(restore_ctx *ctx, planned_entry *pe, pvb_error *err)
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     for (size_t bno = 0; bno < e->n_blocks; bno++) {
         pvb_blob_loc loc;
-        uint32_t read_idx = 0, raw_offset = 0;
+        uint32_t read_idx = 0, raw_offset = 0, frame_idx = 0, blob_idx = 0;
         int rc;
         if (!pvb_repo_index_find(ctx->repo, &e->blocks[bno].id, &loc) ||
             loc.len != e->blocks[bno].len) {
@@ -261,62 +271,110 @@ static int plan_entry(restore_ctx *ctx, planned_entry *pe, pvb_error *err)
             pe->uses = NULL;
             return PVB_OK;
         }
-        if ((rc = plan_frame(ctx, &loc, &read_idx, &raw_offset, err)) != PVB_OK)
+        if ((rc = plan_frame(ctx, &loc, &read_idx, &raw_offset, &frame_idx, err)) != PVB_OK)
             return rc;
         pe->uses[bno].read = read_idx;
         pe->uses[bno].offset = raw_offset + loc.offset;
         ctx->reads[read_idx].uses_left++;
         if ((rc = read_need_blob(&ctx->reads[read_idx], &e->blocks[bno].id,
-                                 raw_offset + loc.offset, loc.len, err)) != PVB_OK)
+                                 raw_offset + loc.offset, loc.len, frame_idx, &blob_idx, err)) !=
+            PVB_OK)
             return rc;
+        pe->uses[bno].blob = blob_idx;
     }
     return PVB_OK;
 }
 
+/* Decode one frame of a read into its place in out (zeros when it cannot be decoded, so the
+ * other frames keep their offsets). Returns false when the frame is damaged. */
+static bool decode_frame(restore_ctx *ctx, const char *name, const frame_ref *f,
+                         const uint8_t *sealed, pvb_buf *out, pvb_error *err)
+{
+    size_t before = out->len;
+    if (sealed != NULL && pvb_repo_open_frame(ctx->repo, &f->loc, sealed, out, err) == PVB_OK)
+        return true;
+    if (sealed != NULL)
+        pvb_error_prefix(err, "pack '%s' frame at offset %llu", name,
+                         (unsigned long long)f->loc.frame_offset);
+    out->len = before;
+    memset(out->data + before, 0, f->loc.frame_raw_len);
+    out->len += f->loc.frame_raw_len;
+    return false;
+}
+
+/* Fetch, authenticate, decompress and hash one read. Damage is tracked per frame and per
+ * blob, so one bad frame fails only the files that use it. */
 static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
 {
     read_plan *rp = &ctx->reads[ri];
-    pvb_buf sealed = PVB_BUF_INIT;
-    pvb_error err = {0};
+    pvb_buf sealed = PVB_BUF_INIT, one = PVB_BUF_INIT;
+    pvb_error err = {0}, first = {0};
     char name[128];
     char hex[65];
-    int rc;
+    bool whole = false, any_bad = false;
+    bool *frame_bad = calloc(rp->n_frames ? rp->n_frames : 1, sizeof(*frame_bad));
     pvb_buf_reset(out);
     pvb_repo_pack_name(&rp->pack, name, sizeof(name));
-    rc = pvb_storage_get(pvb_repo_storage(ctx->repo), name, rp->offset, rp->length, &sealed,
-                         &err);
-    if (rc == PVB_OK)
-        rc = pvb_buf_reserve(out, (size_t)rp->raw_total, &err);
-    for (size_t fno = 0; rc == PVB_OK && fno < rp->n_frames; fno++) {
-        const pvb_blob_loc *loc = &rp->frames[fno].loc;
-        rc = pvb_repo_open_frame(ctx->repo, loc, sealed.data + (loc->frame_offset - rp->offset),
-                                 out, &err);
-        if (rc != PVB_OK)
-            pvb_error_prefix(&err, "pack '%s' frame at offset %llu", name,
-                             (unsigned long long)loc->frame_offset);
+    if (frame_bad == NULL || pvb_buf_reserve(out, (size_t)rp->raw_total, &err) != PVB_OK) {
+        PVB_ERR(&first, PVB_E_NOMEM, "out of memory");
+        for (size_t bno = 0; bno < rp->n_blobs; bno++)
+            rp->blobs[bno].bad = true;
+        any_bad = true;
+        goto done;
     }
-    for (size_t bno = 0; rc == PVB_OK && bno < rp->n_blobs; bno++) {
-        const need_blob *b = &rp->blobs[bno];
-        pvb_id check;
-        if ((uint64_t)b->offset + b->len > out->len) {
-            rc = PVB_ERR(&err, PVB_E_CORRUPT, "pack '%s': blob outside its frame", name);
-            break;
+    whole = pvb_storage_get(pvb_repo_storage(ctx->repo), name, rp->offset, rp->length, &sealed,
+                            &err) == PVB_OK;
+    for (size_t fno = 0; fno < rp->n_frames; fno++) {
+        const frame_ref *f = &rp->frames[fno];
+        const uint8_t *bytes = NULL;
+        pvb_error ferr = {0};
+        if (whole) {
+            bytes = sealed.data + (f->loc.frame_offset - rp->offset);
+        } else if (pvb_storage_get(pvb_repo_storage(ctx->repo), name, f->loc.frame_offset,
+                                   f->loc.frame_len, &one, &ferr) == PVB_OK) {
+            bytes = one.data; /* the range failed as a whole: salvage frame by frame */
+        } else {
+            pvb_error_prefix(&ferr, "pack '%s' frame at offset %llu", name,
+                             (unsigned long long)f->loc.frame_offset);
         }
+        if (!decode_frame(ctx, name, f, bytes, out, &ferr)) {
+            frame_bad[fno] = true;
+            if (!any_bad)
+                first = ferr;
+            any_bad = true;
+        }
+    }
+    for (size_t bno = 0; bno < rp->n_blobs; bno++) {
+        need_blob *b = &rp->blobs[bno];
+        pvb_id check;
+        if (frame_bad[b->frame])
+            b->bad = true;
+        else if ((uint64_t)b->offset + b->len > out->len)
+            b->bad = true;
+        if (b->bad)
+            continue;
         pvb_crypto_content_id(pvb_repo_key(ctx->repo), ctx->snap->salt, ctx->snap->salt_len,
                               out->data + b->offset, b->len, &check);
         if (memcmp(check.b, b->id.b, PVB_ID_LEN) != 0) {
-            pvb_id_hex(&b->id, hex);
-            rc = PVB_ERR(&err, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id",
-                         name, hex);
+            b->bad = true;
+            if (!any_bad) {
+                pvb_id_hex(&b->id, hex);
+                PVB_ERR(&first, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id",
+                        name, hex);
+            }
+            any_bad = true;
         }
     }
+done:
     pthread_mutex_lock(&ctx->mu);
-    rp->state = rc == PVB_OK ? 1 : 2;
-    if (rc != PVB_OK)
-        snprintf(rp->error, sizeof(rp->error), "%s", err.msg);
+    rp->state = 1;
+    if (any_bad)
+        snprintf(rp->error, sizeof(rp->error), "%s", first.msg);
     pthread_cond_broadcast(&ctx->cond);
     pthread_mutex_unlock(&ctx->mu);
+    free(frame_bad);
     pvb_buf_free(&sealed);
+    pvb_buf_free(&one);
 }
 
 static void *fetch_main(void *arg)
@@ -340,19 +398,19 @@ static void *fetch_main(void *arg)
     return NULL;
 }
 
-/* Wait until read ri is decoded; NULL with *why set when it failed. */
-static const uint8_t *await_read(restore_ctx *ctx, uint32_t ri, const char **why)
+/* Wait until the read of a block is decoded; NULL with *why set when the block is damaged. */
+static const uint8_t *await_block(restore_ctx *ctx, const block_use *use, const char **why)
 {
-    read_plan *rp = &ctx->reads[ri];
+    read_plan *rp = &ctx->reads[use->read];
     pthread_mutex_lock(&ctx->mu);
     while (rp->state == 0)
         pthread_cond_wait(&ctx->cond, &ctx->mu);
     pthread_mutex_unlock(&ctx->mu);
-    if (rp->state == 2) {
-        *why = rp->error;
+    if (rp->blobs[use->blob].bad) {
+        *why = rp->error[0] ? rp->error : "damaged data";
         return NULL;
     }
-    return ctx->slots[ri % RING].data;
+    return ctx->slots[use->read % RING].data;
 }
 
 /* A writer is done with one use of a read; after the last, its slot may be refilled. Uses
@@ -497,7 +555,7 @@ static int write_one(restore_ctx *ctx, pvb_disk_writer *w, planned_entry *pe,
     const char *why = NULL;
     size_t bno = 0;
     for (; e->type == PVB_ENTRY_FILE && bno < e->n_blocks; bno++) {
-        const uint8_t *data = await_read(ctx, pe->uses[bno].read, &why);
+        const uint8_t *data = await_block(ctx, &pe->uses[bno], &why);
         if (data != NULL && pvb_disk_writer_data(w, stream_off, data + pe->uses[bno].offset,
                                                  e->blocks[bno].len, &eerr) != PVB_OK)
             why = eerr.msg;
@@ -548,12 +606,21 @@ out:
 }
 
 /* Which pass writes an entry: directories first (so every parent exists with its metadata
- * deferred), then files and the rest in parallel, then hardlinks (their targets exist). */
+ * deferred), then files and the rest in parallel, then hardlinks (their targets exist), and
+ * symlinks last, by one writer, when nothing else is written any more: a symlink created while
+ * another writer checks a path could otherwise redirect that writer outside the target. */
 static int pass_of(const planned_entry *pe)
 {
-    if (pe->e->type == PVB_ENTRY_DIR)
+    switch (pe->e->type) {
+    case PVB_ENTRY_DIR:
         return 0;
-    return pe->e->type == PVB_ENTRY_HARDLINK ? 2 : 1;
+    case PVB_ENTRY_HARDLINK:
+        return 2;
+    case PVB_ENTRY_SYMLINK:
+        return 3;
+    default:
+        return 1;
+    }
 }
 
 typedef struct writer_thread {
@@ -620,9 +687,11 @@ static int write_entries(restore_ctx *ctx, pvb_disk_writer **writers, size_t n_w
             goto out;
         }
     }
-    for (size_t pos = 0; rc == PVB_OK && pos < ctx->n_plan; pos++) {
-        if (pass_of(&ctx->plan[pos]) == 2)
-            rc = write_one(ctx, writers[0], &ctx->plan[pos], progress, res, err);
+    for (int pass = 2; pass <= 3; pass++) {
+        for (size_t pos = 0; rc == PVB_OK && pos < ctx->n_plan; pos++) {
+            if (pass_of(&ctx->plan[pos]) == pass)
+                rc = write_one(ctx, writers[0], &ctx->plan[pos], progress, res, err);
+        }
     }
     if (rc != PVB_OK)
         goto out;

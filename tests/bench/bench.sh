@@ -74,12 +74,16 @@ if ((${#install_pkgs[@]})); then
         die "apt-get install ${install_pkgs[*]} failed (try apt-get update first)"
 fi
 
+pvb_built=0
 if want_tool pvbackup; then
     if [[ -z "${PVBACKUP:-}" ]]; then
         note "building pvbackup (Release) in $root/build-bench"
-        cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
-        cmake --build "$root/build-bench" -j"$(nproc)" --target pvbackup >/dev/null
+        cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null ||
+            die "cmake configure failed"
+        cmake --build "$root/build-bench" -j"$(nproc)" --target pvbackup >/dev/null ||
+            die "building pvbackup failed; set PVBACKUP=/path/to/pvbackup to measure a binary"
         PVBACKUP=$root/build-bench/pvbackup
+        pvb_built=1
     fi
     [[ -x "$PVBACKUP" ]] || die "pvbackup binary '$PVBACKUP' is not executable"
 fi
@@ -116,8 +120,10 @@ mkdir -p "$logs"
 # Measure one binary throughout, even if the build directory is rebuilt meanwhile.
 pvb_sha=
 if want_tool pvbackup; then
-    cp "$PVBACKUP" "$WORKDIR/pvbackup.bin"
-    PVBACKUP=$WORKDIR/pvbackup.bin
+    if [[ ! "$PVBACKUP" -ef "$WORKDIR/pvbackup.bin" ]]; then
+        cp "$PVBACKUP" "$WORKDIR/pvbackup.bin"
+        PVBACKUP=$WORKDIR/pvbackup.bin
+    fi
     pvb_sha=$(sha256sum <"$PVBACKUP" | cut -d' ' -f1)
 fi
 
@@ -164,7 +170,7 @@ git_modified=$(git -C "$root" --no-optional-locks status --porcelain --untracked
     2>/dev/null || true)
 git_dirty=$(grep -c . <<<"$git_modified" || true)
 export SIZE RUNS TOOLS WARM dataset_bytes base_sha ver_restic ver_borg ver_pvb git_rev git_dirty \
-    git_modified pvb_sha
+    git_modified pvb_sha pvb_built
 python3 - "$meta" <<'EOF'
 import json, os, platform, subprocess, sys, time
 def cpu():
@@ -186,6 +192,8 @@ meta = {
     "kernel": platform.release(), "python": platform.python_version(),
     "versions": {"pvbackup": e["ver_pvb"], "restic": e["ver_restic"], "borg": e["ver_borg"]},
     "pvbackup_sha256": e["pvb_sha"],
+    # With PVBACKUP=... the git fields describe the tree, not necessarily that binary.
+    "pvbackup_built_from_tree": e["pvb_built"] == "1",
     "pvbackup_git_modified": [ln[3:] for ln in e["git_modified"].splitlines() if ln.strip()],
     "pvbackup_git": e["git_rev"] + ("+dirty(%s files)" % e["git_dirty"]
                                     if e["git_dirty"] != "0" else ""),
@@ -235,11 +243,13 @@ step() {
         } >&2
         exit 1
     fi
-    printf '  %-8s %8.3f s  %7s MiB RSS\n' "$name" \
-        "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["wall_s"])' \
-            "$cur_logs/$name.json")" \
-        "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rss_kib"]; print("%.1f" % (r/1024) if r else "?")' \
-            "$cur_logs/$name.json")" >&2
+    python3 - "$name" "$cur_logs/$name.json" >&2 <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[2]))
+cpu = (r["user_s"] or 0) + (r["sys_s"] or 0)
+print("  %-8s %8.3f s  %7.1f MiB RSS  %7.2f s CPU  load %.2f" % (
+    sys.argv[1], r["wall_s"], (r["rss_kib"] or 0) / 1024, cpu, r["loadavg_before"] or 0))
+EOF
 }
 
 repo_size() { du -sb "$1" | cut -f1; }
@@ -301,6 +311,11 @@ vol=$run_dir/vol
 restored=$run_dir/restored
 tools_list=($TOOLS)
 note "dataset: $dataset_bytes bytes; tools: ${tools_list[*]}; runs: $RUNS; warm caches: $WARM"
+load1=$(cut -d' ' -f1 /proc/loadavg)
+if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$load1"; then
+    note "warning: 1-min load average is $load1 before starting: other work on this" \
+        "machine will make the figures noisy (see max load in the table)"
+fi
 for ((cur_run = 1; cur_run <= RUNS; cur_run++)); do
     for cur_tool in "${tools_list[@]}"; do
         note "run $cur_run/$RUNS: $cur_tool"

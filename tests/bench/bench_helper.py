@@ -33,7 +33,8 @@ MIB = 1024.0 * 1024.0
 # ---------------------------------------------------------------------------- measure
 def cmd_measure(args):
     rss_file = args.out + ".time"
-    cmd = ["/usr/bin/time", "-f", "%M", "-o", rss_file] + args.cmd
+    cmd = ["/usr/bin/time", "-f", "%M %U %S", "-o", rss_file] + args.cmd
+    load_before = loadavg()
     with open(args.stdout, "wb") as out, open(args.stderr, "wb") as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=args.cwd,
@@ -69,19 +70,30 @@ def cmd_measure(args):
         timer.cancel()
         if timed_out.is_set():
             rc = 124
-    rss = None
+    rss = user = system = None
     try:
         with open(rss_file) as fh:
             lines = [ln.strip() for ln in fh if ln.strip()]
         # GNU time writes "Command exited with non-zero status N" before the format.
-        if lines and lines[-1].isdigit():
-            rss = int(lines[-1])
+        fields = lines[-1].split() if lines else []
+        if len(fields) == 3 and fields[0].isdigit():
+            rss, user, system = int(fields[0]), float(fields[1]), float(fields[2])
         os.unlink(rss_file)
-    except OSError:
+    except (OSError, ValueError):
         pass
     with open(args.out, "w") as fh:
-        json.dump({"wall_s": round(wall, 3), "rss_kib": rss, "rc": rc}, fh)
+        json.dump({"wall_s": round(wall, 3), "rss_kib": rss, "user_s": user, "sys_s": system,
+                   "loadavg_before": load_before, "loadavg_after": loadavg(), "rc": rc}, fh)
     return rc
+
+
+def loadavg():
+    """1-minute load average: other work on the machine shows up here."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------------------- tree-bytes
@@ -184,6 +196,12 @@ def med(values):
     return statistics.median(values) if values else None
 
 
+def cpu_s(step):
+    if step.get("user_s") is None or step.get("sys_s") is None:
+        return None
+    return step["user_s"] + step["sys_s"]
+
+
 def medians(runs):
     out = {}
     tools = []
@@ -196,6 +214,9 @@ def medians(runs):
         for step in STEPS:
             m[step + "_s"] = med([r["steps"].get(step, {}).get("wall_s") for r in rs])
             m[step + "_rss_kib"] = med([r["steps"].get(step, {}).get("rss_kib") for r in rs])
+            m[step + "_cpu_s"] = med([cpu_s(r["steps"].get(step, {})) for r in rs])
+        m["max_loadavg"] = max((r["steps"][st].get(k) or 0) for r in rs for st in r["steps"]
+                               for k in ("loadavg_before", "loadavg_after"))
         m["peak_rss_kib"] = med([r["peak_rss_kib"] for r in rs])
         m["repo_after_full"] = med([r["repo_bytes"]["after_full"] for r in rs])
         m["incr_bytes_stored"] = med([r["incr_bytes_stored"] for r in rs])
@@ -238,6 +259,10 @@ ROWS = [
     ("incremental backup (s)", "incr_s", f_s, "time", None),
     ("restore (s)", "restore_s", f_s, "time", None),
     ("restore throughput (MiB/s)", "restore_mib_s", f_rate, "rate", "restore"),
+    ("CPU user+sys full (s)", "full_cpu_s", f_s, "time", None),
+    ("CPU user+sys no-change (s)", "nochange_cpu_s", f_s, "time", None),
+    ("CPU user+sys incremental (s)", "incr_cpu_s", f_s, "time", None),
+    ("CPU user+sys restore (s)", "restore_cpu_s", f_s, "time", None),
     ("repo size after full (MiB)", "repo_after_full", f_mib, "size", "repo"),
     ("stored by no-change (MiB)", "nochange_bytes_stored", f_mib, "size", None),
     ("stored by incremental (MiB)", "incr_bytes_stored", f_mib, "size", "incr"),
@@ -248,6 +273,7 @@ ROWS = [
     ("peak RSS restore (MiB)", "restore_rss_kib", f_kib_mib, "size", None),
     ("peak RSS, max of steps (MiB)", "peak_rss_kib", f_kib_mib, "size", "rss"),
     ("local cache after incr (MiB)", "cache_bytes_after_incr", f_mib, "size", None),
+    ("max 1-min load average seen", "max_loadavg", f_rate, None, None),
 ]
 
 # target: (description, predicate on (pvb, restic) medians)
@@ -262,7 +288,7 @@ TARGETS = {
 
 
 def ratio(kind, pvb, peer):
-    if pvb is None or peer is None:
+    if kind is None or pvb is None or peer is None:
         return "-"
     if kind == "time":
         return "-" if pvb == 0 else "%.2fx" % (peer / pvb)

@@ -1,8 +1,10 @@
 /* Fuzz target: the restore path against a crafted tree.
  *
- * The input is a tree blob (as for fuzz_tree). Its entries are decoded and handed to a
- * pvb_disk_writer exactly as the restore engine does (begin, data for regular files, end; on
- * a failed file: end and unlink; finish at the end), file data being a fixed pattern.
+ * The input is a tree blob (as for fuzz_tree). Its entries are decoded and handed to
+ * pvb_disk_writers exactly as the restore engine does: two writers on the same target;
+ * directories first, then files and the rest taken by the writers in turn, then hardlinks;
+ * per entry begin, data for regular files (a fixed pattern), end, and on a failed file end
+ * and unlink; the writers finished and freed in reverse order.
  *
  * pvb_tree_load only passes on lists in strict tree order, so the input is cut into ordered
  * runs, each restored by its own writer: the first into a new, empty target, the following
@@ -29,6 +31,8 @@
 #define TREE_HEADER_LEN 5
 #define MAX_ENTRIES 512
 #define MAX_RUNS 4
+/* restore.c uses up to PVB_RESTORE_MAX_WRITERS, one per CPU */
+#define N_WRITERS 2
 /* File data written per pass, all of it: holes and sizes are free, bytes are not. */
 #define DATA_BUDGET (256u * 1024u)
 
@@ -135,35 +139,65 @@ static int write_data(pvb_disk_writer *w, const pvb_entry *e, size_t *budget, pv
     return PVB_OK;
 }
 
-/* Restore entries[0..n) through a new disk writer, as restore.c's write_entries does. */
-static void restore_run(pvb_entry *entries, size_t n, bool overwrite, size_t *budget)
+/* One entry through one writer: restore.c's write_one. */
+static void write_one(pvb_disk_writer *w, const pvb_entry *e, size_t *budget)
+{
+    pvb_error eerr = {0};
+    /* planned as failures or skipped, never handed to a writer */
+    if (e->type == PVB_ENTRY_SOCKET || (e->flags & PVB_ENTRY_F_READ_ERROR) != 0)
+        return;
+    if (pvb_disk_writer_begin(w, e, &eerr) != PVB_OK)
+        return;
+    bool failed = false;
+    if (e->type == PVB_ENTRY_FILE)
+        failed = write_data(w, e, budget, &eerr) != PVB_OK;
+    if (!failed) {
+        int erc = pvb_disk_writer_end(w, &eerr);
+        failed = erc != PVB_OK && erc != PVB_E_PARTIAL; /* partial metadata: kept */
+    }
+    if (failed && e->type == PVB_ENTRY_FILE) {
+        pvb_disk_writer_end(w, &eerr);
+        unlink(e->path); /* relative: the working directory is the target */
+    }
+}
+
+/* Which pass writes an entry (restore.c's pass_of): directories, then files and the rest
+ * (spread over the writers), then hardlinks. */
+static int pass_of(const pvb_entry *e)
+{
+    if (e->type == PVB_ENTRY_DIR)
+        return 0;
+    return e->type == PVB_ENTRY_HARDLINK ? 2 : 1;
+}
+
+/* Restore entries[0..n) as restore.c's write_entries does, with its writers taking pass-1
+ * entries in turn (deterministically here, where the restore's threads race for them). */
+static void restore_run(const pvb_entry *entries, size_t n, bool overwrite, size_t *budget)
 {
     pvb_disk_writer_options opts = {.overwrite = overwrite, .restore_owner = false};
-    pvb_disk_writer *w = NULL;
+    pvb_disk_writer *writers[N_WRITERS] = {NULL};
     pvb_error err = {0};
 
-    PVB_FUZZ_CHECK(pvb_disk_writer_new(g_target, &opts, &w, &err) == PVB_OK,
-                   "cannot open the target: %s", err.msg);
+    for (size_t wno = 0; wno < N_WRITERS; wno++)
+        PVB_FUZZ_CHECK(pvb_disk_writer_new(g_target, &opts, &writers[wno], &err) == PVB_OK,
+                       "cannot open the target: %s", err.msg);
     for (size_t pos = 0; pos < n; pos++) {
-        const pvb_entry *e = &entries[pos];
-        pvb_error eerr = {0};
-        /* planned as failures, never handed to the writer */
-        if (e->type == PVB_ENTRY_SOCKET || (e->flags & PVB_ENTRY_F_READ_ERROR) != 0)
-            continue;
-        if (pvb_disk_writer_begin(w, e, &eerr) != PVB_OK)
-            continue;
-        bool failed = false;
-        if (e->type == PVB_ENTRY_FILE)
-            failed = write_data(w, e, budget, &eerr) != PVB_OK;
-        if (!failed)
-            failed = pvb_disk_writer_end(w, &eerr) != PVB_OK;
-        if (failed && e->type == PVB_ENTRY_FILE) {
-            pvb_disk_writer_end(w, &eerr);
-            unlink(e->path); /* relative: the writer's working directory is the target */
-        }
+        if (pass_of(&entries[pos]) == 0)
+            write_one(writers[0], &entries[pos], budget);
     }
-    pvb_disk_writer_finish(w, &err);
-    pvb_disk_writer_free(w);
+    for (size_t pos = 0, turn = 0; pos < n; pos++) {
+        if (pass_of(&entries[pos]) == 1)
+            write_one(writers[turn++ % N_WRITERS], &entries[pos], budget);
+    }
+    for (size_t pos = 0; pos < n; pos++) {
+        if (pass_of(&entries[pos]) == 2)
+            write_one(writers[0], &entries[pos], budget);
+    }
+    /* the directory writer last; each writer restores the working directory it found */
+    for (size_t wno = N_WRITERS; wno-- > 0;)
+        pvb_disk_writer_finish(writers[wno], &err);
+    for (size_t wno = N_WRITERS; wno-- > 0;)
+        pvb_disk_writer_free(writers[wno]);
     check_sandbox();
 }
 

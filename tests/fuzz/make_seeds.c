@@ -3,8 +3,8 @@
  * Writes CORPUS_DIR/fuzz_<target>/seed-* with bytes produced by the library itself:
  *  - a real unencrypted repository made with pvb_repo_init and two pvb_backup_run calls (a
  *    full independent one with tags, then an incremental one) over a small source tree, from
- *    which the config, the index files and snapshots (opened and decompressed), the packs and
- *    the tree blobs are taken as stored;
+ *    which the config, the index files and snapshots (opened and decompressed), the packs,
+ *    the tree blobs, lock records and object envelopes (opened) are taken;
  *  - the config and key file of an encrypted repository, and key files wrapped with the
  *    password and repository id fuzz_keyfile uses, so mutations start from files that unwrap;
  *  - tree blobs encoded with pvb_tree_encode_entry holding hostile entries (escapes through
@@ -106,6 +106,23 @@ static int collect_name(const char *name, uint64_t size, void *ctx)
     return 0;
 }
 
+/* The envelope of a whole sealed object as fuzz_object takes it: stored bytes, opened. */
+static void object_seed(pvb_storage *st, pvb_repo *repo, const char *dir, const char *id,
+                        const char *name)
+{
+    char path[160];
+    pvb_buf sealed = PVB_BUF_INIT, body = PVB_BUF_INIT;
+    pvb_error err = {0};
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    if (pvb_storage_get(st, path, 0, 0, &sealed, &err) != PVB_OK ||
+        pvb_crypto_open(pvb_repo_key(repo), dir, strlen(dir), sealed.data, sealed.len, &body,
+                        &err) != PVB_OK)
+        die("object", &err);
+    seed("fuzz_object", name, body.data, body.len);
+    pvb_buf_free(&sealed);
+    pvb_buf_free(&body);
+}
+
 static void seeds_from_repo(const char *base)
 {
     char repo_dir[PATH_MAX], src[PATH_MAX], path[PATH_MAX], name[64];
@@ -158,6 +175,7 @@ static void seeds_from_repo(const char *base)
         snprintf(name, sizeof(name), "%s-%zu", s->independent ? "independent" : "incremental",
                  sno);
         seed("fuzz_snapshot", name, buf.data, buf.len);
+        object_seed(st, repo, "snapshots", s->id, name);
         for (size_t tno = 0; tno < s->n_tree; tno++) {
             if (pvb_repo_read_blob(repo, &s->tree[tno], s->salt, s->salt_len, &buf, &err) !=
                 PVB_OK)
@@ -177,6 +195,8 @@ static void seeds_from_repo(const char *base)
             die("index file", &err);
         snprintf(name, sizeof(name), "backup-%zu", pos);
         seed("fuzz_index", name, buf.data, buf.len);
+        snprintf(name, sizeof(name), "index-%zu", pos);
+        object_seed(st, repo, "index", c.names[pos] + strlen("index/"), name);
     }
     c.n = 0;
     if (pvb_storage_list(st, "data", collect_name, &c, &err) != PVB_OK)
@@ -186,6 +206,22 @@ static void seeds_from_repo(const char *base)
             die("pack", &err);
         snprintf(name, sizeof(name), "pack-%zu", pos);
         seed("fuzz_pack_header", name, buf.data, buf.len);
+    }
+    /* lock records as a live process leaves them, opened */
+    for (int exclusive = 0; exclusive <= 1; exclusive++) {
+        pvb_lock *lock = NULL;
+        pvb_buf plain = PVB_BUF_INIT;
+        c.n = 0;
+        if (pvb_lock_acquire(repo, exclusive != 0, exclusive ? "prune" : "backup", &lock,
+                             &err) != PVB_OK ||
+            pvb_storage_list(st, "locks", collect_name, &c, &err) != PVB_OK || c.n != 1 ||
+            pvb_storage_get(st, c.names[0], 0, 0, &buf, &err) != PVB_OK ||
+            pvb_crypto_open(pvb_repo_key(repo), "locks", 5, buf.data, buf.len, &plain, &err) !=
+                PVB_OK)
+            die("lock record", &err);
+        seed("fuzz_lock", exclusive ? "exclusive" : "shared", plain.data, plain.len);
+        pvb_buf_free(&plain);
+        pvb_lock_release(lock);
     }
     pvb_buf_free(&buf);
     pvb_repo_free(repo);

@@ -27,8 +27,8 @@ COMMON=(--no-progress)
 
 ls_names() { (cd "$1" 2>/dev/null && find . -type f ! -name '.tmp-*' | sed 's|^\./||' | sort); }
 
-step "build a source tree: ~700 random files, text files, multi-block files"
-make_files "$SRC/bin" 700 1 12000 1
+step "build a source tree: ~600 random files, text files, multi-block files"
+make_files "$SRC/bin" 600 2000 20000 1
 make_text "$SRC/text" 20 1500 2
 head -c 1500000 /dev/urandom >"$SRC/big-1"
 head -c 1200000 /dev/urandom >"$SRC/big-2"
@@ -92,7 +92,7 @@ verify_names() {
     fi
 }
 
-# restore_partial WHAT SNAP REF: restore SNAP into a new target; whatever is written must be
+# restore_check WHAT SNAP REF: restore SNAP into a new target; whatever is written must be
 # the content of REF. Sets RESTORE_RC and RT (the target).
 restore_check() {
     local what=$1 snap=$2 ref=$3
@@ -120,13 +120,17 @@ prove_intact() {
     return 0
 }
 
-# ---------------------------------------------------------------------------------------
-step "1. one byte flipped in the middle of a pack"
-fresh pack-flip
-flip_byte "$R/$BIG_PACK_A"
-verify_names "damaged pack" "$BIG_PACK_A" --read-data
-# the affected snapshots and files, as verify sees them
-python3 - "$TMP/verify.json" "$BIG_PACK_A" >"$TMP/affected" <<'EOF'
+# check_damaged_pack WHAT OFFSET: on a fresh copy, flip the byte at OFFSET of the largest
+# pack of A; verify --read-data names the pack, A (and B when it shares the damaged data) and
+# their files, never C; restore of each affected snapshot exits 3, fails exactly the files
+# verify names and restores every other file byte for byte.
+check_damaged_pack() {
+    local what=$1 offset=$2 snap ref total expected n f rel
+    fresh "pack-flip-$offset"
+    flip_byte "$R/$BIG_PACK_A" "$offset"
+    verify_names "$what" "$BIG_PACK_A" --read-data
+    # the affected snapshots and files, as verify sees them
+    python3 - "$TMP/verify.json" "$BIG_PACK_A" >"$TMP/affected" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 for p in d["problems"]:
@@ -135,92 +139,95 @@ for p in d["problems"]:
             print("snap", s)
         for f in p["files"]:
             print("file", f)
+        if len(p["files"]) >= 100:
+            print("capped")
 EOF
-grep -q "^snap $A" "$TMP/affected" || check_fail "damaged pack: verify does not name snapshot A (${A:0:12}) as affected"
-grep -q "^snap $C" "$TMP/affected" && check_fail "damaged pack: verify names the independent snapshot C as affected"
-grep -q "^file ${A:0:12}:" "$TMP/affected" || check_fail "damaged pack: verify names no affected file of A"
-expect_rc 6 "damaged pack: verify --read-data (text)" verify --repo "$R" "${COMMON[@]}" --read-data
-any_has "affected snapshots:" "damaged pack: verify text output"
-any_has "${A:0:12}" "damaged pack: verify text output names snapshot A"
-any_has "affected file: ${A:0:12}:" "damaged pack: verify text output names affected files"
-sed -n "s/^file ${A:0:12}://p" "$TMP/affected" | sort -u >"$TMP/verify-files-a"
-echo "verify: $(wc -l <"$TMP/verify-files-a") affected file(s) in A"
-
-for snap in "$A" "$B"; do
-    ref=$SRC
-    [ "$snap" = "$A" ] && ref=$REF_A
-    sed -n "s/^file ${snap:0:12}://p" "$TMP/affected" | sort -u >"$TMP/verify-files"
-    if [ ! -s "$TMP/verify-files" ]; then
-        note "snapshot ${snap:0:12} has no file in the damaged frame; its restore must be whole"
-        restore_check "damaged pack, unaffected snapshot" "$snap" "$ref"
-        [ "$RESTORE_RC" -eq 0 ] || check_fail "damaged pack: restore of unaffected ${snap:0:12} exited $RESTORE_RC"
-        tree_same "$ref" "$RT" "damaged pack, unaffected snapshot ${snap:0:12}"
-        continue
+    if grep -q "^snap $C" "$TMP/affected"; then
+        check_fail "$what: verify names the independent snapshot C as affected"
     fi
-    restore_check "damaged pack" "$snap" "$ref"
-    [ "$RESTORE_RC" -eq 3 ] || check_fail "damaged pack: restore of ${snap:0:12} exited $RESTORE_RC, expected 3 (partial)"
-    python3 -c 'import json, sys
+    grep -q "^snap $A" "$TMP/affected" || check_fail "$what: verify does not name snapshot A (${A:0:12}) as affected"
+    expect_rc 6 "$what: verify --read-data (text)" verify --repo "$R" "${COMMON[@]}" --read-data
+    any_has "affected snapshots:" "$what: verify text output"
+    any_has "${A:0:12}" "$what: verify text output names snapshot A"
+    if ! grep -q "^file ${A:0:12}:" "$TMP/affected"; then
+        # the flip hit a frame of A's file list, not file data: A cannot be listed at all
+        note "$what: the flipped byte lies in a file list frame; A must fail as a whole"
+        restore_check "$what (file list)" "$A" "$REF_A"
+        [ "$RESTORE_RC" -eq 6 ] || check_fail "$what: restore of A with a damaged file list exited $RESTORE_RC, expected 6"
+        return 0
+    fi
+    any_has "affected file: ${A:0:12}:" "$what: verify text output names affected files"
+    if grep -q '^capped' "$TMP/affected"; then
+        note "$what: verify lists 100 files (its cap): comparing only what it lists"
+    fi
+    for snap in "$A" "$B"; do
+        ref=$SRC
+        [ "$snap" = "$A" ] && ref=$REF_A
+        sed -n "s/^file ${snap:0:12}://p" "$TMP/affected" | sort -u >"$TMP/verify-files"
+        if [ ! -s "$TMP/verify-files" ]; then
+            grep -q '^capped' "$TMP/affected" && continue
+            note "$what: snapshot ${snap:0:12} has no file in the damaged frame; its restore must be whole"
+            restore_check "$what, unaffected snapshot" "$snap" "$ref"
+            [ "$RESTORE_RC" -eq 0 ] || check_fail "$what: restore of unaffected ${snap:0:12} exited $RESTORE_RC"
+            tree_same "$ref" "$RT" "$what, unaffected snapshot ${snap:0:12}"
+            continue
+        fi
+        restore_check "$what" "$snap" "$ref"
+        [ "$RESTORE_RC" -eq 3 ] || check_fail "$what: restore of ${snap:0:12} exited $RESTORE_RC, expected 3 (partial)"
+        python3 -c 'import json, sys
 for f in json.load(open(sys.argv[1]))["failed"]:
     print(f.split(": ", 1)[0])' "$TMP/restore.json" | sort -u >"$TMP/restore-failed"
-    echo "restore ${snap:0:12}: $(wc -l <"$TMP/restore-failed") failed, verify named $(wc -l <"$TMP/verify-files")"
-    [ -s "$TMP/restore-failed" ] || check_fail "damaged pack: restore of ${snap:0:12} --json lists no failed file"
-    # every file restore gave up on is named on stderr and absent from the target
-    while IFS= read -r f; do
-        grep -qF -- "$f" "$TMP/restore.err" || check_fail "damaged pack: failed file '$f' is not named on stderr"
-        [ ! -e "$RT/$f" ] || check_fail "damaged pack: failed file '$f' was left in the target"
-    done <"$TMP/restore-failed"
-    # "A file that cannot be read or verified fails alone": restore gives up on exactly the
-    # files verify found damaged, not on intact files stored near the damaged frame
-    if ! cmp -s "$TMP/restore-failed" "$TMP/verify-files"; then
-        check_fail "damaged pack: restore of ${snap:0:12} failed $(wc -l <"$TMP/restore-failed") file(s) but verify found only $(wc -l <"$TMP/verify-files") damaged; intact files not restored: $(comm -23 "$TMP/restore-failed" "$TMP/verify-files" | head -n 5 | tr '\n' ' ')"
-        prove_intact "$snap" "$ref"
-    fi
-    # everything else is there and identical (files_match_or_absent checked the content)
-    total=$(cd "$ref" && find . -type f | wc -l)
-    expected=$((total - $(wc -l <"$TMP/verify-files")))
-    [ "$MATCHED" -eq "$expected" ] || check_fail "damaged pack: restore of ${snap:0:12} wrote $MATCHED files, expected $expected ($total minus the damaged ones)"
-    # and a few unaffected files, byte for byte
-    n=0
-    while IFS= read -r f && [ "$n" -lt 5 ]; do
-        rel=${f#./}
-        grep -qxF -- "$rel" "$TMP/restore-failed" && continue
-        cmp -s "$ref/$rel" "$RT/$rel" || check_fail "damaged pack: unaffected '$rel' not restored identically"
-        n=$((n + 1))
-    done < <(cd "$ref" && find . -type f | sort)
-done
+        echo "  restore ${snap:0:12}: $(wc -l <"$TMP/restore-failed") file(s) failed, verify named $(wc -l <"$TMP/verify-files")"
+        [ -s "$TMP/restore-failed" ] || check_fail "$what: restore of ${snap:0:12} --json lists no failed file"
+        # every file restore gave up on is named on stderr and absent from the target
+        while IFS= read -r f; do
+            grep -qF -- "'$f'" "$TMP/restore.err" || check_fail "$what: failed file '$f' is not named on stderr"
+            [ ! -e "$RT/$f" ] || check_fail "$what: failed file '$f' was left in the target"
+        done <"$TMP/restore-failed"
+        # every damaged file is among the failed ones
+        missing=$(comm -13 "$TMP/restore-failed" "$TMP/verify-files" | head -n 5 | tr '\n' ' ')
+        [ -z "$missing" ] || check_fail "$what: restore of ${snap:0:12} did not report damaged file(s) $missing"
+        grep -q '^capped' "$TMP/affected" && continue
+        # "A file that cannot be read or verified fails alone": restore gives up on exactly the
+        # files verify found damaged, not on intact files stored near the damaged frame
+        if ! cmp -s "$TMP/restore-failed" "$TMP/verify-files"; then
+            check_fail "$what: restore of ${snap:0:12} failed $(wc -l <"$TMP/restore-failed") file(s) but verify found only $(wc -l <"$TMP/verify-files") damaged; intact files not restored: $(comm -23 "$TMP/restore-failed" "$TMP/verify-files" | head -n 5 | tr '\n' ' ')"
+            prove_intact "$snap" "$ref"
+        fi
+        # everything else is there and identical (files_match_or_absent checked the content)
+        total=$(cd "$ref" && find . -type f | wc -l)
+        expected=$((total - $(wc -l <"$TMP/verify-files")))
+        [ "$MATCHED" -eq "$expected" ] || check_fail "$what: restore of ${snap:0:12} wrote $MATCHED files, expected $expected ($total minus the damaged ones)"
+        # and a few unaffected files, byte for byte
+        n=0
+        while IFS= read -r f && [ "$n" -lt 5 ]; do
+            rel=${f#./}
+            grep -qxF -- "$rel" "$TMP/restore-failed" && continue
+            cmp -s "$ref/$rel" "$RT/$rel" || check_fail "$what: unaffected '$rel' not restored identically"
+            n=$((n + 1))
+        done < <(cd "$ref" && find . -type f | sort)
+    done
+    return 0
+}
 
+# ---------------------------------------------------------------------------------------
+step "1. one byte flipped in the middle of a pack"
+check_damaged_pack "damaged pack (middle)" $(($(stat -c %s "$REPO/$BIG_PACK_A") / 2))
 restore_check "damaged pack, independent snapshot" "$C" "$SRC"
 [ "$RESTORE_RC" -eq 0 ] || check_fail "damaged pack: restore of the independent snapshot C exited $RESTORE_RC, expected 0"
 tree_same "$SRC" "$RT" "damaged pack: independent snapshot C"
-
 expect_rc 0 "damaged pack: the recommended backup --independent" \
     backup --repo "$R" "${COMMON[@]}" --volume data --source "$SRC" --independent
 restore_check "damaged pack, new independent snapshot" latest "$SRC"
 [ "$RESTORE_RC" -eq 0 ] || check_fail "damaged pack: restore of a new independent snapshot exited $RESTORE_RC"
 tree_same "$SRC" "$RT" "damaged pack: new independent snapshot"
 
-step "1b. one byte flipped at a quarter of the pack"
+step "1b. one byte flipped at a quarter, then at three quarters of the pack"
 # The restore fetches runs of adjacent frames with one ranged read; damage to one frame must
-# still fail only the files that have data in that frame.
-fresh pack-flip-first
-flip_byte "$R/$BIG_PACK_A" $(($(stat -c %s "$R/$BIG_PACK_A") / 4))
-expect_rc 6 "damaged frame at 1/4: verify --read-data --json" verify --repo "$R" "${COMMON[@]}" --read-data --json
-python3 -c 'import json, sys
-for p in json.load(open(sys.argv[1]))["problems"]:
-    for f in p["files"]:
-        if f.startswith(sys.argv[2] + ":"):
-            print(f.split(":", 1)[1])' "$TMP/out" "${A:0:12}" | sort -u >"$TMP/verify-files"
-restore_check "damaged frame at 1/4" "$A" "$REF_A"
-[ "$RESTORE_RC" -eq 3 ] || check_fail "damaged frame at 1/4: restore of A exited $RESTORE_RC, expected 3"
-python3 -c 'import json, sys
-for f in json.load(open(sys.argv[1]))["failed"]:
-    print(f.split(": ", 1)[0])' "$TMP/restore.json" | sort -u >"$TMP/restore-failed"
-echo "restore ${A:0:12}: $(wc -l <"$TMP/restore-failed") failed, verify named $(wc -l <"$TMP/verify-files")"
-[ -s "$TMP/verify-files" ] || check_fail "damaged frame at 1/4: verify names no affected file of A"
-if ! cmp -s "$TMP/restore-failed" "$TMP/verify-files"; then
-    check_fail "damaged frame at 1/4: restore of A failed $(wc -l <"$TMP/restore-failed") file(s) but verify found $(wc -l <"$TMP/verify-files") damaged; intact files not restored: $(comm -23 "$TMP/restore-failed" "$TMP/verify-files" | head -n 5 | tr '\n' ' ')"
-    prove_intact "$A" "$REF_A"
-fi
+# still fail only the files that have data in that frame. (Whether the damaged frame shares a
+# read with intact ones depends on the layout: three places make it likely that one does.)
+check_damaged_pack "damaged pack (quarter)" $(($(stat -c %s "$REPO/$BIG_PACK_A") / 4))
+check_damaged_pack "damaged pack (three quarters)" $(($(stat -c %s "$REPO/$BIG_PACK_A") * 3 / 4))
 
 # ---------------------------------------------------------------------------------------
 step "2. a pack truncated by 100 bytes (its header cut)"

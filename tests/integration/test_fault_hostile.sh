@@ -10,7 +10,8 @@
 #    naming the snapshot object.
 #  - Valid paths with evil meaning (a symlink to outside the target followed by a file below
 #    it, a symlink "up" -> "..", a hardlink through such a symlink) restore everything else,
-#    refuse those entries by name, exit 3, and create or change nothing outside the target.
+#    refuse those entries by name, exit 3, and create or change nothing outside the target,
+#    also when many such pairs are written by parallel writers (a race).
 #  - A file whose block is not in the index, or is recorded with a wrong length, fails alone.
 #  - --overwrite into a target where a directory was replaced by a symlink to outside does not
 #    follow it.
@@ -45,17 +46,32 @@ craft() {
         fail "pvb_craft could not write snapshot '$name': $(cat "$TMP/craft.err")"
 }
 
-# nothing_escaped WHAT: no file appeared or changed outside the targets
+# nothing_escaped WHAT: no file appeared or changed outside the targets. After a failure the
+# damage is undone and the baseline taken again, so that each case reports only its own.
 nothing_escaped() {
-    [ ! -e "$OUT_NEW" ] || check_fail "$1: '$OUT_NEW' was created outside the target"
+    local bad=0 stray
+    if [ -e "$OUT_NEW" ]; then
+        check_fail "$1: '$OUT_NEW' was created outside the target"
+        bad=1
+    fi
     snapshot_outside "$TMP/outside-after"
-    cmp -s "$TMP/outside-before" "$TMP/outside-after" ||
-        check_fail "$1: the directory outside the target changed: $(diff "$TMP/outside-before" "$TMP/outside-after" | tr '\n' ' ')"
-    local stray
+    if ! cmp -s "$TMP/outside-before" "$TMP/outside-after"; then
+        check_fail "$1: the directory outside the target changed: $(diff "$TMP/outside-before" "$TMP/outside-after" | grep '^[<>]' | tr '\n' ' ')"
+        bad=1
+    fi
     stray=$(find "$TMP/targets" -maxdepth 1 -mindepth 1 ! -name 't-*' | head -n 3)
-    [ -z "$stray" ] || check_fail "$1: entries appeared next to the target: $stray"
-    [ ! -e "$TMP/escape.txt" ] && [ ! -e "$TMP/targets/escape.txt" ] ||
-        check_fail "$1: a file escaped to the target's parent"
+    if [ -n "$stray" ] || [ -e "$TMP/escape.txt" ]; then
+        check_fail "$1: file(s) escaped next to the target: $stray $(ls "$TMP/escape.txt" 2>/dev/null)"
+        bad=1
+    fi
+    if [ "$bad" = 1 ]; then
+        rm -rf "$OUT_NEW" "$TMP/escape.txt"
+        find "$TMP/targets" -maxdepth 1 -mindepth 1 ! -name 't-*' -exec rm -rf {} +
+        find "$OUT_DIR" -mindepth 1 ! -name victim -exec rm -rf {} +
+        printf 'precious\n' >"$OUT_DIR/victim"
+        snapshot_outside "$TMP/outside-before"
+    fi
+    return 0
 }
 
 step "init a repository and check pvb_craft on a harmless snapshot"
@@ -123,11 +139,11 @@ EOF
 )
 T="$TMP/targets/t-sym-new"
 expect_rc 3 "symlink then file (new outside dir): restore" restore --repo "$REPO" "${COMMON[@]}" "$ID" --target "$T"
-err_has "link/pwned" "symlink then file: the refused entry is named"
-err_has "link/sub" "symlink then dir: the refused entry is named"
+# either the symlink or the entries below it are refused (which one depends on the order the
+# restore creates them in), by name
+grep -Eq "cannot restore 'link(/pwned|/sub)?'" "$TMP/err" || check_fail "symlink then file: no refused entry named"
 [ "$(cat "$T/before" 2>/dev/null)" = fine ] && [ "$(cat "$T/zz-after" 2>/dev/null)" = fine ] ||
     check_fail "symlink then file: the harmless files were not restored"
-[ "$(readlink "$T/link")" = "$OUT_NEW" ] || check_fail "symlink then file: the symlink itself was not restored as recorded"
 nothing_escaped "symlink then file (new outside dir)"
 
 step "symlink to an existing directory outside, then files below it, and a hardlink through it"
@@ -141,9 +157,11 @@ EOF
 )
 T="$TMP/targets/t-sym-dir"
 expect_rc 3 "symlink then file (existing outside dir): restore" restore --repo "$REPO" "${COMMON[@]}" "$ID" --target "$T"
-err_has "link/victim" "symlink then file: refused entry named"
-err_has "link/new" "symlink then file: refused entry named"
-err_has "zz-hard" "hardlink through a symlink: refused entry named"
+grep -Eq "cannot restore 'link(/victim|/new)?'" "$TMP/err" || check_fail "symlink then file: no refused entry named"
+if [ -L "$T/link" ]; then
+    err_has "link/victim" "symlink then file: refused entry named"
+    err_has "zz-hard" "hardlink through a symlink: refused entry named"
+fi
 [ "$(cat "$T/zz-ok" 2>/dev/null)" = fine ] || check_fail "symlink then file: zz-ok not restored"
 nothing_escaped "symlink then file (existing outside dir)"
 
@@ -159,9 +177,29 @@ EOF
 )
 T="$TMP/targets/t-sym-up"
 expect_rc 3 "symlink up: restore" restore --repo "$REPO" "${COMMON[@]}" "$ID" --target "$T"
-err_has "up/escape.txt" "symlink up: refused entry named"
-err_has "up2/escape.txt" "symlink up2: refused entry named"
+grep -Eq "cannot restore 'up(/escape.txt)?'" "$TMP/err" || check_fail "symlink up: no refused entry named"
+grep -Eq "cannot restore 'up2(/escape.txt|/targets)?'" "$TMP/err" || check_fail "symlink up2: no refused entry named"
 nothing_escaped "symlink up"
+
+step "a race: many symlinks to outside, each followed by a file below it"
+# Entries are written by several threads: a file below a symlink must be refused (or land in
+# a real directory of the target) whichever thread creates the symlink, and whenever.
+OUT_RACE="$(dirname "$TMP")/pvb-outside-$RANDOM$RANDOM-race"
+fault_on_exit "rm -rf '$OUT_RACE'"
+mkdir "$OUT_RACE"
+ID=$(for i in $(seq -w 0 299); do printf 'symlink l%s %s\nfile l%s/pwned-%s evil\n' "$i" "$OUT_RACE" "$i" "$i"; done | craft race)
+for attempt in 1 2 3 4 5 6; do
+    threads=()
+    [ "$attempt" -gt 3 ] && threads=(--threads 4)
+    T="$TMP/targets/t-race-$attempt"
+    expect_rc 3 "race $attempt: restore ${threads[*]}" restore --repo "$REPO" "${COMMON[@]}" "$ID" --target "$T" "${threads[@]}"
+    escaped=$(find "$OUT_RACE" -mindepth 1 | wc -l)
+    if [ "$escaped" -ne 0 ]; then
+        check_fail "race $attempt (restore ${threads[*]:-with default threads}): $escaped file(s) written OUTSIDE the target into '$OUT_RACE' through symlinks, e.g. $(find "$OUT_RACE" -mindepth 1 | head -n 3 | tr '\n' ' ')"
+        rm -rf "${OUT_RACE:?}"/*
+    fi
+done
+nothing_escaped "race"
 
 step "absolute and dangling symlinks are restored as links, never followed"
 ID=$(craft sym-abs <<EOF

@@ -54,10 +54,14 @@ for cmd in snapshots "ls latest" verify "backup --volume v --source $SRC"; do
     ! grep -qF -- "$WRONG" "$TMP/out" "$TMP/err" || check_fail "wrong password: $cmd printed the password"
 done
 printf '%s\n' "$WRONG" >"$TMP/wrong-password"
-(unset PVBACKUP_PASSWORD && expect_rc 5 "wrong password file" snapshots --repo "$REPO" --password-file "$TMP/wrong-password")
+saved_password=$PVBACKUP_PASSWORD
+unset PVBACKUP_PASSWORD
+expect_rc 5 "wrong password file" snapshots --repo "$REPO" --password-file "$TMP/wrong-password"
+export PVBACKUP_PASSWORD="$saved_password"
 
 step "no password for an encrypted repository: exit 5 with a hint"
 (
+    FAULT_FAILURES=0 # this subshell's own failures, added below
     unset PVBACKUP_PASSWORD
     expect_rc 5 "no password" snapshots --repo "$REPO" "${COMMON[@]}"
     err_has "hint:" "no password: a hint"
@@ -69,6 +73,7 @@ step "no password for an encrypted repository: exit 5 with a hint"
 
 step "an unencrypted repository works without a password"
 (
+    FAULT_FAILURES=0 # this subshell's own failures, added below
     unset PVBACKUP_PASSWORD
     ok init --repo "$TMP/plain" --encryption none
     ok backup --repo "$TMP/plain" "${COMMON[@]}" --volume v --source "$SRC"
@@ -98,6 +103,7 @@ else
 fi
 # Root reads anything through CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: drop them from the
 # bounding set (exec then drops them from the process) and mode 000 means unreadable.
+# shellcheck disable=SC2054 # the comma is setpriv's list syntax
 NOCAP=(setpriv --bounding-set -dac_override,-dac_read_search)
 mkdir -p "$TMP/locked/src/open" "$TMP/locked/src/closed-dir"
 printf 'readable\n' >"$TMP/locked/src/open/ok.txt"
@@ -146,12 +152,12 @@ step "a file that changes while it is read: exit 3, named in changed_while_read"
 mkdir -p "$TMP/busy"
 head -c 60000000 /dev/urandom >"$TMP/busy/growing.log"
 printf 'calm\n' >"$TMP/busy/calm.txt"
-(
-    while :; do
-        head -c 4096 /dev/urandom >>"$TMP/busy/growing.log"
-        sleep 0.002
-    done
-) &
+# one process appending 4 KiB every half millisecond for as long as it lives
+python3 -c 'import os, sys, time
+with open(sys.argv[1], "ab", buffering=0) as f:
+    while True:
+        f.write(os.urandom(4096))
+        time.sleep(0.0005)' "$TMP/busy/growing.log" &
 WRITER=$!
 fault_on_exit "kill $WRITER"
 sleep 0.2
@@ -193,7 +199,6 @@ ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" latest --json
 ! jget '"\n".join(e["path"] for e in d)' "$TMP/out" | grep -q '^backups/repo' ||
     check_fail "repository inside the source, both named through a symlink: the snapshot contains it"
 # the source IS the repository: backing the repository up into itself makes no sense
-before=$(count_snapshots "$TMP/outer/backups/repo")
 run backup --repo "$TMP/outer/backups/repo" "${COMMON[@]}" --volume self --source "$TMP/outer/backups/repo" --json
 if [ "$RC" -eq 0 ]; then
     SELF=$(jget 'd["id"]' "$TMP/out")

@@ -27,23 +27,34 @@ count_snapshots() {
     ok snapshots --repo "$REPO" "${COMMON[@]}" --json
     jget 'len(d)' "$TMP/out"
 }
-# delay_s MAX_MS: a random delay in [1, MAX_MS] milliseconds, as seconds for timeout(1)
+# delay_s MAX_MS: a random delay in [1, MAX_MS] milliseconds, in seconds
 delay_s() {
     local ms=$((1 + (RANDOM * 32768 + RANDOM) % $1))
     printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
 }
-# killed SIG DELAY ARGS...: run pvbackup ARGS, sending SIG after DELAY seconds. RC: its exit.
+# killed SIG DELAY ARGS...: run pvbackup ARGS, sending SIG after DELAY seconds. RC: its exit
+# code, or 128 + the signal when the signal ended it; DIED=1 in that case (a handled SIGINT
+# is an exit with code 130 and DIED=0).
 killed() {
     local sig=$1 delay=$2
     shift 2
     set +e
-    # in a subshell whose stderr is discarded, so that bash's "Killed" job notice stays quiet
-    (
-        timeout --preserve-status -s "$sig" "$delay" "$PVBACKUP" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-        exit $?
-    ) 2>/dev/null
-    RC=$?
+    python3 - "$sig" "$delay" "$TMP/out" "$TMP/err" "$PVBACKUP" "$@" >"$TMP/status" <<'EOF'
+import signal, subprocess, sys
+sig = getattr(signal, "SIG" + sys.argv[1])
+delay = float(sys.argv[2])
+with open(sys.argv[3], "wb") as out, open(sys.argv[4], "wb") as err:
+    p = subprocess.Popen(sys.argv[5:], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    try:
+        p.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        p.send_signal(sig)
+        p.wait()
+rc = p.returncode
+print("%d %d" % ((128 - rc, 1) if rc < 0 else (rc, 0)))
+EOF
     set -e
+    read -r RC DIED <"$TMP/status"
 }
 tmp_leftovers() { find "$REPO" -name '.tmp-*' | wc -l; }
 
@@ -107,7 +118,11 @@ for ((it = 1; it <= ITERATIONS; it++)); do
         outcome=interrupted
         KILLED=$((KILLED + 1))
         [ "$sig" = INT ] || check_fail "iteration $it: exit 130 without SIGINT"
-        grep -q 'interrupt' "$TMP/err" || check_fail "iteration $it: SIGINT exit without a message saying so"
+        if [ "$DIED" = 1 ]; then
+            outcome="killed by SIGINT at start"
+        else
+            grep -q 'interrupt' "$TMP/err" || check_fail "iteration $it: SIGINT exit without a message saying so"
+        fi
         ;;
     *)
         outcome="exit $RC"
@@ -180,7 +195,9 @@ for r in 1 2 3; do
     0 | 137 | 130) ;;
     *) check_fail "restore $r: hit by SIG$sig, exited $RC" ;;
     esac
-    [ "$sig" = INT ] && [ "$RC" -eq 137 ] && check_fail "restore $r: SIGINT ended it like SIGKILL"
+    if [ "$RC" -eq 130 ] && [ "$DIED" = 0 ]; then
+        grep -q 'interrupt' "$TMP/err" || check_fail "restore $r: SIGINT exit without a message saying so"
+    fi
     if [ "$RC" -ne 0 ] && [ -d "$target" ] && [ -n "$(ls -A "$target")" ]; then
         # without --overwrite a partial target is refused, untouched
         expect_rc 1 "restore $r: into the partial target without --overwrite" \

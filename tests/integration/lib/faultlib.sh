@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # faultlib.sh: helpers shared by the fault tests (tests/integration/test_fault_*.sh).
 # Source it after `set -euo pipefail`:   . "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
 #                                        fault_init NAME
@@ -9,8 +10,8 @@
 #   fail MSG     stop the test now (the rest would make no sense);
 #   check_fail MSG   record a failure and go on, so that one run shows every broken
 #                    behaviour; the EXIT trap turns recorded failures into exit 1.
-# The soft checks (expect_rc, expect_error, has, ...) always return 0 (set -e must not stop
-# the test) and leave CHECK_OK=1 when they passed, 0 when they recorded a failure.
+# The soft checks (expect_rc, expect_error, has, ...) always return 0: set -e must not stop
+# the test.
 # Every pvbackup run goes through `run`, which keeps stdout/stderr in $TMP/out, $TMP/err and
 # the exit code in RC; a run that died from a signal (RC >= 128) is always a failure.
 
@@ -80,9 +81,7 @@ check_fail() {
     printf 'FAIL: %s\n' "$*" >&2
     show_last
     FAULT_FAILURES=$((FAULT_FAILURES + 1))
-    CHECK_OK=0
 }
-CHECK_OK=1
 
 # run ARGS...: the binary, stdin from /dev/null (never a password prompt).
 run() {
@@ -101,7 +100,6 @@ ok() {
 }
 # expect_rc CODE WHAT ARGS...: run and check the exit code (recorded failure otherwise).
 expect_rc() {
-    CHECK_OK=1
     local code=$1 what=$2
     shift 2
     run "$@"
@@ -113,7 +111,6 @@ expect_rc() {
 }
 # expect_error WHAT ARGS...: a clean failure: exit code in 1..127 and a 'pvbackup: error:' line.
 expect_error() {
-    CHECK_OK=1
     local what=$1
     shift
     run "$@"
@@ -132,7 +129,6 @@ expect_error() {
 }
 # has FILE TEXT WHAT: FILE contains the fixed string TEXT.
 has() {
-    CHECK_OK=1
     grep -qF -- "$2" "$1" || {
         check_fail "$3: '${1##*/}' does not contain '$2'"
         return 0
@@ -142,7 +138,6 @@ err_has() { has "$TMP/err" "$1" "$2"; }
 out_has() { has "$TMP/out" "$1" "$2"; }
 # any_has TEXT WHAT: stdout or stderr of the last run contains TEXT.
 any_has() {
-    CHECK_OK=1
     grep -qF -- "$1" "$TMP/out" "$TMP/err" || {
         check_fail "$2: neither stdout nor stderr contains '$1'"
         return 0
@@ -212,7 +207,6 @@ EOF
 
 # tree_same A B WHAT: treecmp.py without owners or times of the roots (recorded failure).
 tree_same() {
-    CHECK_OK=1
     if ! python3 "$FAULT_LIB/treecmp.py" "$1" "$2" >"$TMP/treecmp" 2>&1; then
         check_fail "$3: restored tree differs from the source: $(head -n 10 "$TMP/treecmp" | tr '\n' ';')"
         return 0
@@ -224,7 +218,6 @@ tree_same() {
 # same path under REF (a restore may leave files out, never one with wrong content). Sets
 # MATCHED to the number of files compared; a mismatch is a recorded failure.
 files_match_or_absent() {
-    CHECK_OK=1
     MATCHED=0
     if ! python3 - "$1" "$2" "$3" >"$TMP/matched" 2>"$TMP/mismatch" <<'PY'; then
 import os, sys

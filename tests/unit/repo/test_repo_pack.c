@@ -788,7 +788,7 @@ START_TEST(test_index_survives_reopen)
     }
     pvb_repo_free(repo);
 
-    /* a damaged index file is named */
+    /* a damaged index file is skipped: what the others list stays findable */
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s", repo_path, l.names[1]);
     int fd = open(path, O_RDWR);
@@ -796,8 +796,9 @@ START_TEST(test_index_survives_reopen)
     ck_assert_int_eq(pwrite(fd, "\xff\xff", 2, 20), 2);
     close(fd);
     repo = open_repo(true);
-    ck_assert_int_eq(pvb_repo_index_load(repo, &err), PVB_E_CORRUPT);
-    ck_assert_msg(strstr(err.msg, l.names[1]) != NULL, "message names the index: %s", err.msg);
+    ck_assert_int_eq(pvb_repo_index_load(repo, &err), PVB_OK);
+    ck_assert_uint_gt(pvb_repo_index_size(repo), 0);
+    ck_assert_uint_lt(pvb_repo_index_size(repo), N);
     pvb_repo_free(repo);
 }
 END_TEST
