@@ -16,7 +16,7 @@ typedef struct pvb_backup_options {
     const char *volume;
     const char *source; /* directory to back up */
     pvb_backup_kind kind;
-    bool independent; /* full only: store every block anew */
+    bool independent;            /* full only: store every block anew */
     const char *const *excludes; /* glob patterns, matched against relative paths and names */
     size_t n_excludes;
     const pvb_tag *tags;

@@ -13,7 +13,9 @@ typedef struct pvb_buf {
     size_t cap;
 } pvb_buf;
 
+// clang-format off
 #define PVB_BUF_INIT {NULL, 0, 0}
+// clang-format on
 
 /* Ensure room for `extra` more bytes. Returns PVB_E_NOMEM past PVB_BUF_MAX. */
 int pvb_buf_reserve(pvb_buf *b, size_t extra, pvb_error *err);
@@ -60,8 +62,7 @@ int pvb_reader_svarint(pvb_reader *r, int64_t *v, pvb_error *err);
  * and is valid as long as that data is. */
 int pvb_reader_raw(pvb_reader *r, size_t len, const uint8_t **out, pvb_error *err);
 /* varint length (checked against `max`) then borrowed bytes. */
-int pvb_reader_bytes(pvb_reader *r, size_t max, const uint8_t **out, size_t *len,
-                     pvb_error *err);
+int pvb_reader_bytes(pvb_reader *r, size_t max, const uint8_t **out, size_t *len, pvb_error *err);
 /* Like pvb_reader_bytes, but returns a malloc'ed NUL-terminated copy; refuses embedded NULs. */
 int pvb_reader_str(pvb_reader *r, size_t max, char **out, pvb_error *err);
 bool pvb_reader_done(const pvb_reader *r);

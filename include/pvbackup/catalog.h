@@ -15,7 +15,7 @@ typedef struct pvb_catalog pvb_catalog;
 /* One snapshot as the catalog keeps it. Strings are owned by the struct when returned from
  * the catalog (free with pvb_catalog_snapshot_clear), borrowed when passed in. */
 typedef struct pvb_catalog_snapshot {
-    char *id;     /* 64 hex chars */
+    char *id; /* 64 hex chars */
     char *volume;
     char *kind;   /* "full" | "incremental" */
     char *parent; /* may be NULL or "" */
@@ -42,8 +42,8 @@ int pvb_catalog_put_snapshot(pvb_catalog *cat, const char *repo_id,
                              const pvb_catalog_snapshot *snap, pvb_error *err);
 /* Remove snapshots of repo_id whose ids are not in keep_ids (used after listing the
  * repository, so the cache never shows a snapshot the repository no longer has). */
-int pvb_catalog_retain_snapshots(pvb_catalog *cat, const char *repo_id,
-                                 const char *const *keep_ids, size_t n_keep, pvb_error *err);
+int pvb_catalog_retain_snapshots(pvb_catalog *cat, const char *repo_id, const char *const *keep_ids,
+                                 size_t n_keep, pvb_error *err);
 /* Delete everything known about repo_id (start of a rebuild). */
 int pvb_catalog_forget_repo(pvb_catalog *cat, const char *repo_id, pvb_error *err);
 /* Snapshots of repo_id (optionally one volume), ordered by start time ascending. */

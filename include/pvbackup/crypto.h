@@ -50,13 +50,12 @@ int pvb_crypto_key_wrap(const pvb_key *key, const char *password, size_t passwor
 /* Parse and unwrap a key file. PVB_E_AUTH on a wrong password, PVB_E_CORRUPT on a malformed
  * file (kdf parameters outside sane bounds are refused before any work). */
 int pvb_crypto_key_unwrap(const void *keyfile, size_t len, const char *password,
-                          size_t password_len, const char *repo_id, pvb_key **out,
-                          pvb_error *err);
+                          size_t password_len, const char *repo_id, pvb_key **out, pvb_error *err);
 
 /* Content id: HMAC-SHA256(id key, salt || data), or SHA-256(salt || data) for the none key.
  * salt may be NULL/0 (the normal, deduplicating case). */
-void pvb_crypto_content_id(const pvb_key *key, const void *salt, size_t salt_len,
-                           const void *data, size_t len, pvb_id *out);
+void pvb_crypto_content_id(const pvb_key *key, const void *salt, size_t salt_len, const void *data,
+                           size_t len, pvb_id *out);
 /* Plain SHA-256 (object names of content-addressed files). */
 void pvb_crypto_sha256(const void *data, size_t len, uint8_t out[32]);
 

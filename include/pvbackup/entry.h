@@ -43,8 +43,8 @@ typedef struct pvb_block_ref {
 } pvb_block_ref;
 
 typedef struct pvb_entry {
-    char *path; /* relative to the volume root, '/'-separated, no leading '/', never "" */
-    uint8_t type; /* pvb_entry_type */
+    char *path;    /* relative to the volume root, '/'-separated, no leading '/', never "" */
+    uint8_t type;  /* pvb_entry_type */
     uint32_t mode; /* permission bits including setuid, setgid and sticky (mode & 07777) */
     uint32_t uid;
     uint32_t gid;
@@ -59,11 +59,11 @@ typedef struct pvb_entry {
     uint64_t ino; /* change detection and hardlink grouping only */
     uint64_t dev;
     uint32_t nlink;
-    uint64_t size; /* logical file size (including holes) */
-    uint64_t rdev; /* device number for PVB_ENTRY_CHR / PVB_ENTRY_BLK */
-    uint64_t fflags; /* file flags (chattr), 0 if none */
+    uint64_t size;     /* logical file size (including holes) */
+    uint64_t rdev;     /* device number for PVB_ENTRY_CHR / PVB_ENTRY_BLK */
+    uint64_t fflags;   /* file flags (chattr), 0 if none */
     char *link_target; /* symlink target, or the path of the first name of a hardlink */
-    char *acl_text; /* POSIX.1e ACL text (access and "default:" entries), NULL if none */
+    char *acl_text;    /* POSIX.1e ACL text (access and "default:" entries), NULL if none */
     pvb_xattr *xattrs;
     size_t n_xattrs;
     /* Data regions of a sparse file. NULL/0 means the whole file [0, size) is data. The data

@@ -32,7 +32,7 @@ typedef enum pvb_code {
 
 typedef struct pvb_error {
     pvb_code code;
-    int sys_errno;   /* errno at failure, 0 when not a system error */
+    int sys_errno;    /* errno at failure, 0 when not a system error */
     const char *file; /* source location that raised it, for debugging */
     int line;
     char msg[1024];
@@ -60,7 +60,7 @@ int pvb_error_exit_code(pvb_code code);
 
 #define PVB_ERR(err, code, ...) pvb_error_set((err), (code), 0, __FILE__, __LINE__, __VA_ARGS__)
 /* System error: the code is derived from errnum, and strerror(errnum) is appended. */
-#define PVB_ERR_SYS(err, errnum, ...)                                                         \
+#define PVB_ERR_SYS(err, errnum, ...)                                                              \
     pvb_error_set((err), pvb_error_from_errno(errnum), (errnum), __FILE__, __LINE__, __VA_ARGS__)
 
 /* Exit codes of the pvbackup binary (see docs/cli.md). */

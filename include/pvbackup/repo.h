@@ -57,8 +57,7 @@ int pvb_repo_get_object(pvb_repo *repo, const char *dir, const char *id, pvb_buf
                         pvb_error *err);
 typedef int (*pvb_repo_list_fn)(const char *id, uint64_t size, void *ctx);
 /* List ids under dir ("snapshots", "index", "locks", "keys"); ignores malformed names. */
-int pvb_repo_list(pvb_repo *repo, const char *dir, pvb_repo_list_fn fn, void *ctx,
-                  pvb_error *err);
+int pvb_repo_list(pvb_repo *repo, const char *dir, pvb_repo_list_fn fn, void *ctx, pvb_error *err);
 
 /* ---- blobs, frames, packs, index ---- */
 typedef enum pvb_blob_type { PVB_BLOB_DATA = 0, PVB_BLOB_TREE = 1 } pvb_blob_type;
@@ -93,8 +92,8 @@ int pvb_repo_decompress_frame(uint8_t compression, const void *body, size_t len,
                               pvb_buf *out, pvb_error *err);
 /* Authenticate and decode one sealed frame (as stored at loc) from bytes already fetched,
  * appending its frame_raw_len decoded bytes to out. */
-int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed,
-                        pvb_buf *out, pvb_error *err);
+int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed, pvb_buf *out,
+                        pvb_error *err);
 /* Storage name of a pack ("data/XX/<hex>"); out holds at least 80 bytes. */
 void pvb_repo_pack_name(const pvb_id *pack, char *out, size_t outlen);
 /* Read one blob and check its content id (salt: the snapshot's id salt, may be NULL/0). */
@@ -149,9 +148,9 @@ typedef struct pvb_snapshot_stats {
     uint64_t files, dirs, symlinks, others; /* entries by type in the snapshot */
     uint64_t bytes;                         /* logical bytes of regular files */
     uint64_t files_new, files_changed, files_unchanged, files_removed;
-    uint64_t bytes_read;   /* bytes read from the source */
-    uint64_t blobs_added;  /* blobs stored by this snapshot */
-    uint64_t bytes_added;  /* bytes written to storage by this snapshot */
+    uint64_t bytes_read;  /* bytes read from the source */
+    uint64_t blobs_added; /* blobs stored by this snapshot */
+    uint64_t bytes_added; /* bytes written to storage by this snapshot */
     uint64_t changed_while_read, read_errors;
 } pvb_snapshot_stats;
 
@@ -194,8 +193,8 @@ int pvb_snapshot_list(pvb_repo *repo, pvb_snapshot **out, size_t *n, pvb_error *
 void pvb_snapshots_free(pvb_snapshot *list, size_t n);
 /* Resolve "latest" (optionally of a volume), a full id or a unique id prefix (>= 4 chars).
  * Ambiguous prefixes are PVB_E_USAGE listing the candidates. */
-int pvb_snapshot_resolve(pvb_repo *repo, const char *spec, const char *volume,
-                         pvb_snapshot *out, pvb_error *err);
+int pvb_snapshot_resolve(pvb_repo *repo, const char *spec, const char *volume, pvb_snapshot *out,
+                         pvb_error *err);
 /* The snapshot as a JSON object text (malloc'ed), for --json, the catalog and reports. */
 char *pvb_snapshot_to_json(const pvb_snapshot *s);
 /* Decode the JSON produced by the repository format (also used by the catalog). */
@@ -220,8 +219,8 @@ ptrdiff_t pvb_tree_find(const pvb_tree *t, const char *path);
 
 /* Writes entries as tree blobs through a packer, cut at entry boundaries. */
 typedef struct pvb_tree_writer pvb_tree_writer;
-int pvb_tree_writer_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt,
-                        size_t salt_len, pvb_tree_writer **out, pvb_error *err);
+int pvb_tree_writer_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt, size_t salt_len,
+                        pvb_tree_writer **out, pvb_error *err);
 int pvb_tree_writer_add(pvb_tree_writer *w, const pvb_entry *e, pvb_error *err);
 /* Flush; moves the tree blob ids into s->tree / s->n_tree / s->tree_entries. */
 int pvb_tree_writer_finish(pvb_tree_writer *w, pvb_snapshot *s, pvb_error *err);

@@ -25,8 +25,8 @@ int pvb_disk_writer_new(const char *target_dir, const pvb_disk_writer_options *o
 /* Create the entry (file opened for data, directory, symlink, hardlink, fifo, device). */
 int pvb_disk_writer_begin(pvb_disk_writer *w, const pvb_entry *e, pvb_error *err);
 /* Write file data at an offset of the entry's data stream (mapped through its extents). */
-int pvb_disk_writer_data(pvb_disk_writer *w, uint64_t stream_offset, const void *data,
-                         size_t len, pvb_error *err);
+int pvb_disk_writer_data(pvb_disk_writer *w, uint64_t stream_offset, const void *data, size_t len,
+                         pvb_error *err);
 /* Finish the current entry: size, holes, mode, times, xattrs, ACLs. */
 int pvb_disk_writer_end(pvb_disk_writer *w, pvb_error *err);
 /* Apply deferred directory metadata. */
@@ -39,8 +39,8 @@ void pvb_disk_writer_free(pvb_disk_writer *w);
  * cannot be read or verified fails alone: the rest is restored and the call returns
  * PVB_E_PARTIAL naming it. */
 typedef struct pvb_restore_options {
-    const char *target;              /* directory; created if missing */
-    const char *const *includes;     /* restore only these paths (and what is below them) */
+    const char *target;          /* directory; created if missing */
+    const char *const *includes; /* restore only these paths (and what is below them) */
     size_t n_includes;
     bool overwrite;     /* allow a non-empty target; replace existing entries */
     bool restore_owner; /* chown to recorded ids (default: when running as root) */

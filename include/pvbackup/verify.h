@@ -11,8 +11,8 @@ typedef struct pvb_verify_options {
 
 /* One problem found. */
 typedef struct pvb_verify_problem {
-    char *object;   /* storage name of the damaged or missing object */
-    char *message;  /* what is wrong */
+    char *object;     /* storage name of the damaged or missing object */
+    char *message;    /* what is wrong */
     char **snapshots; /* ids of affected snapshots */
     size_t n_snapshots;
     char **files; /* affected paths ("<snapshot prefix>:<path>"), capped */

@@ -235,8 +235,7 @@ static int cmp_names(const void *a, const void *b)
 }
 
 /* Queue a regular file's data for reading. Takes ownership of fd. */
-static int submit_file(backup_ctx *ctx, pvb_entry *e, int fd, const struct stat *st,
-                       pvb_error *err)
+static int submit_file(backup_ctx *ctx, pvb_entry *e, int fd, const struct stat *st, pvb_error *err)
 {
     uint64_t stream_len = pvb_entry_stream_len(e);
     if (stream_len == 0) {
@@ -491,9 +490,9 @@ static void compute_stats(backup_ctx *ctx, pvb_snapshot_stats *st)
             st->bytes += e->size;
             if (pe == NULL || (pe->type != PVB_ENTRY_FILE && pe->type != PVB_ENTRY_HARDLINK))
                 st->files_new++;
-            else if (ctx->reused[pos] || (e->type == pe->type && same_blocks(e, pe) &&
-                                          (e->type == PVB_ENTRY_FILE ||
-                                           strcmp(e->link_target, pe->link_target) == 0)))
+            else if (ctx->reused[pos] ||
+                     (e->type == pe->type && same_blocks(e, pe) &&
+                      (e->type == PVB_ENTRY_FILE || strcmp(e->link_target, pe->link_target) == 0)))
                 st->files_unchanged++;
             else
                 st->files_changed++;
@@ -594,14 +593,13 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
     }
     struct stat root_st;
     if (fstat(root_fd, &root_st) == 0) {
-        snap->root = (pvb_root_meta){true,
-                                     (uint32_t)(root_st.st_mode & 07777),
-                                     root_st.st_uid,
-                                     root_st.st_gid,
-                                     (int64_t)root_st.st_mtim.tv_sec * 1000000000LL +
-                                         root_st.st_mtim.tv_nsec,
-                                     (int64_t)root_st.st_atim.tv_sec * 1000000000LL +
-                                         root_st.st_atim.tv_nsec};
+        snap->root = (pvb_root_meta){
+            true,
+            (uint32_t)(root_st.st_mode & 07777),
+            root_st.st_uid,
+            root_st.st_gid,
+            (int64_t)root_st.st_mtim.tv_sec * 1000000000LL + root_st.st_mtim.tv_nsec,
+            (int64_t)root_st.st_atim.tv_sec * 1000000000LL + root_st.st_atim.tv_nsec};
     }
     if ((rc = check_repo_location(&ctx, err)) != PVB_OK)
         goto out;

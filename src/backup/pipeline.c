@@ -87,8 +87,7 @@ static int flush_frame(worker *w, pvb_error *err)
     return rc;
 }
 
-static int add_blob(worker *w, const pvb_id *id, const uint8_t *data, uint32_t len,
-                    pvb_error *err)
+static int add_blob(worker *w, const pvb_id *id, const uint8_t *data, uint32_t len, pvb_error *err)
 {
     int rc;
     if (w->n_blobs == w->cap_blobs) {
@@ -230,8 +229,8 @@ static int run_job(worker *w, job *jb, pvb_error *err)
         for (size_t off = 0; off < (size_t)got; off += bs) {
             uint32_t len = (uint32_t)((size_t)got - off < bs ? (size_t)got - off : bs);
             pvb_block_ref *ref = &e->blocks[block++];
-            pvb_crypto_content_id(pvb_repo_key(pl->repo), pl->salt, pl->salt_len,
-                                  w->readbuf + off, len, &ref->id);
+            pvb_crypto_content_id(pvb_repo_key(pl->repo), pl->salt, pl->salt_len, w->readbuf + off,
+                                  len, &ref->id);
             ref->len = len;
             if (!pvb_packer_claim(pl->packer, &ref->id))
                 continue;
@@ -296,8 +295,8 @@ static void *worker_main(void *arg)
 }
 
 int pvb_pipeline_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt, size_t salt_len,
-                     int threads, pvb_progress *progress, pvb_pipeline_done_fn on_done,
-                     void *ctx, pvb_pipeline **out, pvb_error *err)
+                     int threads, pvb_progress *progress, pvb_pipeline_done_fn on_done, void *ctx,
+                     pvb_pipeline **out, pvb_error *err)
 {
     pvb_pipeline *pl = calloc(1, sizeof(*pl));
     *out = NULL;
@@ -362,8 +361,8 @@ int pvb_pipeline_submit(pvb_pipeline *pl, pvb_file_state *fs, pvb_error *err)
     atomic_store(&fs->pending, (int)n_jobs);
     for (size_t jno = 0; jno < n_jobs; jno++) {
         job jb = {fs, (uint64_t)jno * seg, 0, (size_t)((uint64_t)jno * seg / fs->block_size)};
-        jb.stream_len = fs->stream_len - jb.stream_start < seg ? fs->stream_len - jb.stream_start
-                                                               : seg;
+        jb.stream_len =
+            fs->stream_len - jb.stream_start < seg ? fs->stream_len - jb.stream_start : seg;
         pthread_mutex_lock(&pl->mu);
         while (pl->count == QUEUE_MAX && atomic_load(&pl->failed) == 0)
             pthread_cond_wait(&pl->not_full, &pl->mu);

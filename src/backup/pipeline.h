@@ -19,7 +19,7 @@ typedef struct pvb_file_state {
     atomic_int pending; /* segments not yet read */
     atomic_bool changed;
     atomic_bool read_error;
-    char error[256]; /* written once, by the segment that sets read_error first */
+    char error[256];             /* written once, by the segment that sets read_error first */
     struct pvb_file_state *next; /* for the owner's bookkeeping */
 } pvb_file_state;
 
@@ -28,8 +28,8 @@ typedef struct pvb_pipeline pvb_pipeline;
 typedef void (*pvb_pipeline_done_fn)(void *ctx, pvb_file_state *fs);
 
 int pvb_pipeline_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt, size_t salt_len,
-                     int threads, pvb_progress *progress, pvb_pipeline_done_fn on_done,
-                     void *ctx, pvb_pipeline **out, pvb_error *err);
+                     int threads, pvb_progress *progress, pvb_pipeline_done_fn on_done, void *ctx,
+                     pvb_pipeline **out, pvb_error *err);
 /* Queue a file (blocks bounded by a full queue). Takes ownership of fs->fd. */
 int pvb_pipeline_submit(pvb_pipeline *pl, pvb_file_state *fs, pvb_error *err);
 /* Wait for every queued file. Returns the first fatal error (storage, memory). */

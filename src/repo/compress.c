@@ -102,7 +102,10 @@ int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, 
         return PVB_ERR(err, PVB_E_NOMEM, "cannot allocate a zstd context");
     if ((rc = pvb_buf_reserve(out, raw_len, err)) != PVB_OK)
         return rc;
-    size_t n = ZSTD_decompressDCtx(dctx, out->data + out->len, raw_len, src, len);
+    /* A frame may declare an empty content: nothing was reserved then, and out->data may
+     * still be NULL, which must not take an offset. */
+    void *dst = out->data != NULL ? out->data + out->len : NULL;
+    size_t n = ZSTD_decompressDCtx(dctx, dst, raw_len, src, len);
     if (ZSTD_isError(n))
         return PVB_ERR(err, PVB_E_CORRUPT, "zstd: %s", ZSTD_getErrorName(n));
     if (n != raw_len)

@@ -44,8 +44,7 @@ static int grow(pvb_index *ix, pvb_error *err)
     size_t new_cap = ix->cap ? ix->cap * 2 : 4096;
     pvb_index_slot *slots = malloc(new_cap * sizeof(*slots));
     if (slots == NULL)
-        return PVB_ERR(err, PVB_E_NOMEM, "out of memory growing the index to %zu entries",
-                       new_cap);
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory growing the index to %zu entries", new_cap);
     for (size_t pos = 0; pos < new_cap; pos++)
         slots[pos].pack = UINT32_MAX;
     for (size_t pos = 0; pos < ix->cap; pos++) {
@@ -229,8 +228,8 @@ static int read_u32_varint(pvb_reader *r, uint32_t max, uint32_t *out, const cha
     return PVB_OK;
 }
 
-int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames_out,
-                      size_t *n_out, pvb_error *err)
+int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames_out, size_t *n_out,
+                      pvb_error *err)
 {
     uint64_t n = 0, offset = 0;
     pvb_frame_desc *frames = NULL;
@@ -263,12 +262,10 @@ int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames_
             (rc = read_u32_varint(r, PVB_MAX_FRAME_RAW, &f->raw_len, "frame size", err)) !=
                 PVB_OK ||
             (rc = pvb_reader_u8(r, &f->compression, err)) != PVB_OK ||
-            (rc = read_u32_varint(r, MAX_BLOBS_PER_FRAME, &n_blobs, "blob count", err)) !=
-                PVB_OK)
+            (rc = read_u32_varint(r, MAX_BLOBS_PER_FRAME, &n_blobs, "blob count", err)) != PVB_OK)
             goto out;
         if (f->compression > PVB_COMPRESS_ZSTD) {
-            rc = PVB_ERR(err, PVB_E_CORRUPT, "%s: unknown compression %u", r->what,
-                         f->compression);
+            rc = PVB_ERR(err, PVB_E_CORRUPT, "%s: unknown compression %u", r->what, f->compression);
             goto out;
         }
         if (n_blobs > (r->len - r->pos) / (PVB_ID_LEN + 3)) {
@@ -287,8 +284,7 @@ int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames_
             const uint8_t *idb;
             if ((rc = pvb_reader_raw(r, PVB_ID_LEN, &idb, err)) != PVB_OK ||
                 (rc = pvb_reader_u8(r, &b->type, err)) != PVB_OK ||
-                (rc = read_u32_varint(r, f->raw_len, &b->offset, "blob offset", err)) !=
-                    PVB_OK ||
+                (rc = read_u32_varint(r, f->raw_len, &b->offset, "blob offset", err)) != PVB_OK ||
                 (rc = read_u32_varint(r, f->raw_len, &b->len, "blob length", err)) != PVB_OK)
                 goto out;
             memcpy(b->id.b, idb, PVB_ID_LEN);
@@ -472,11 +468,10 @@ int pvb_repo_index_each(pvb_repo *repo, pvb_repo_blob_fn fn, void *ctx, pvb_erro
         if (s->pack == UINT32_MAX)
             continue;
         pvb_blob_loc loc = {ix->packs[s->pack], s->frame_offset, s->frame_len, s->frame_raw_len,
-                            s->compression, s->type, s->offset, s->len};
+                            s->compression,     s->type,         s->offset,    s->len};
         int stop = fn(&s->id, &loc, ctx);
         if (stop != 0) {
-            rc = PVB_ERR(err, stop > 0 && stop < PVB_E_COUNT_ ? (pvb_code)stop
-                                                              : PVB_E_INTERRUPTED,
+            rc = PVB_ERR(err, stop > 0 && stop < PVB_E_COUNT_ ? (pvb_code)stop : PVB_E_INTERRUPTED,
                          "index walk stopped");
             break;
         }

@@ -84,9 +84,9 @@ static int read_record(pvb_repo *repo, const char *name, lock_record *rec, pvb_e
                               err)) != PVB_OK)
         goto out;
     obj = json_loadb((const char *)plain.data, plain.len, 0, NULL);
-    if (obj == NULL || json_unpack(obj, "{s:s, s:I, s:I, s:b, s?s}", "hostname", &host, "pid",
-                                   &pid, "time_ns", &time_ns, "exclusive", &exclusive,
-                                   "purpose", &purpose) != 0) {
+    if (obj == NULL ||
+        json_unpack(obj, "{s:s, s:I, s:I, s:b, s?s}", "hostname", &host, "pid", &pid, "time_ns",
+                    &time_ns, "exclusive", &exclusive, "purpose", &purpose) != 0) {
         rc = PVB_ERR(err, PVB_E_CORRUPT, "lock '%s' is malformed", name);
         goto out;
     }

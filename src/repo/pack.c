@@ -158,8 +158,7 @@ static void *uploader_main(void *arg)
     return NULL;
 }
 
-int pvb_packer_new(pvb_repo *repo, bool dedup, int upload_threads, pvb_packer **out,
-                   pvb_error *err)
+int pvb_packer_new(pvb_repo *repo, bool dedup, int upload_threads, pvb_packer **out, pvb_error *err)
 {
     pvb_packer *p = calloc(1, sizeof(*p));
     *out = NULL;
@@ -356,12 +355,10 @@ static int write_index(pvb_packer *p, pvb_error *err)
         goto out;
     for (size_t pos = 0; pos < p->n_done; pos++) {
         if ((rc = pvb_index_encode_pack(&plain, &p->done[pos].id, p->done[pos].size,
-                                        p->done[pos].frames, p->done[pos].n_frames, err)) !=
-            PVB_OK)
+                                        p->done[pos].frames, p->done[pos].n_frames, err)) != PVB_OK)
             goto out;
     }
-    if ((rc = pvb_repo_put_object(p->repo, "index", plain.data, plain.len, NULL, err)) !=
-        PVB_OK)
+    if ((rc = pvb_repo_put_object(p->repo, "index", plain.data, plain.len, NULL, err)) != PVB_OK)
         goto out;
     p->stats.stored_bytes += plain.len; /* approximately: the sealed object is compressed */
     for (size_t pos = 0; pos < p->n_done; pos++) {
@@ -434,8 +431,8 @@ void pvb_packer_free(pvb_packer *p)
     free(p);
 }
 
-int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len,
-                          pvb_frame_desc **frames, size_t *n, pvb_error *err)
+int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len, pvb_frame_desc **frames,
+                          size_t *n, pvb_error *err)
 {
     pvb_buf header = PVB_BUF_INIT;
     pvb_reader r;
@@ -449,9 +446,8 @@ int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len,
     hlen = le32toh(hlen);
     if (hlen > len - 4)
         return PVB_ERR(err, PVB_E_CORRUPT, "pack header length %u is out of range", hlen);
-    if ((rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_PACK_HEADER,
-                              strlen(PVB_AAD_PACK_HEADER), pack + len - 4 - hlen, hlen, &header,
-                              err)) != PVB_OK)
+    if ((rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_PACK_HEADER, strlen(PVB_AAD_PACK_HEADER),
+                              pack + len - 4 - hlen, hlen, &header, err)) != PVB_OK)
         goto out;
     pvb_reader_init(&r, header.data, header.len, "pack header");
     if ((rc = pvb_reader_raw(&r, 4, &magic, err)) != PVB_OK ||
@@ -481,8 +477,8 @@ void pvb_repo_pack_name(const pvb_id *pack, char *out, size_t outlen)
     pvb_pack_name(pack, out, outlen);
 }
 
-int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed,
-                        pvb_buf *out, pvb_error *err)
+int pvb_repo_open_frame(pvb_repo *repo, const pvb_blob_loc *loc, const void *sealed, pvb_buf *out,
+                        pvb_error *err)
 {
     pvb_buf opened = PVB_BUF_INIT;
     int rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME), sealed,
@@ -504,8 +500,8 @@ int pvb_repo_read_frame(pvb_repo *repo, const pvb_blob_loc *loc, pvb_buf *raw, p
     if ((rc = pvb_storage_get(pvb_repo_storage(repo), name, loc->frame_offset, loc->frame_len,
                               &sealed, err)) != PVB_OK)
         goto out;
-    if ((rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME),
-                              sealed.data, sealed.len, &opened, err)) != PVB_OK)
+    if ((rc = pvb_crypto_open(pvb_repo_key(repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME), sealed.data,
+                              sealed.len, &opened, err)) != PVB_OK)
         goto fail;
     if ((rc = pvb_decompress(loc->compression, opened.data, opened.len, loc->frame_raw_len, raw,
                              err)) != PVB_OK)
@@ -531,8 +527,7 @@ int pvb_repo_read_blob(pvb_repo *repo, const pvb_id *id, const uint8_t *salt, si
     pvb_buf_reset(out);
     if (!pvb_repo_index_find(repo, id, &loc)) {
         pvb_id_hex(id, hex);
-        return PVB_ERR(err, PVB_E_CORRUPT, "blob %.16s is missing from the repository index",
-                       hex);
+        return PVB_ERR(err, PVB_E_CORRUPT, "blob %.16s is missing from the repository index", hex);
     }
     if ((rc = pvb_repo_read_frame(repo, &loc, &raw, err)) != PVB_OK)
         goto out;

@@ -21,9 +21,9 @@ static int config_encode(const char *id, bool encrypted, uint32_t block_size, pv
 {
     char created[48];
     pvb_time_format_rfc3339(pvb_time_now_ns(), created, sizeof(created));
-    json_t *cfg = json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:s}", "format", "pvbackup",
-                            "version", PVB_REPO_FORMAT_VERSION, "id", id, "created", created,
-                            "encryption", encrypted ? "aes-256-gcm" : "none", "block_size",
+    json_t *cfg = json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:s}", "format", "pvbackup", "version",
+                            PVB_REPO_FORMAT_VERSION, "id", id, "created", created, "encryption",
+                            encrypted ? "aes-256-gcm" : "none", "block_size",
                             (json_int_t)block_size, "compression", "zstd");
     if (cfg == NULL)
         return PVB_ERR(err, PVB_E_NOMEM, "cannot build repository config");
@@ -130,8 +130,8 @@ int pvb_repo_init(pvb_storage *st, const pvb_repo_init_options *opts, char *repo
             pvb_crypto_kdf_defaults(&kdf);
         if ((rc = pvb_crypto_key_generate(&key, err)) != PVB_OK)
             goto out;
-        if ((rc = pvb_crypto_key_wrap(key, opts->password, opts->password_len, &kdf, id,
-                                      &keyfile, err)) != PVB_OK)
+        if ((rc = pvb_crypto_key_wrap(key, opts->password, opts->password_len, &kdf, id, &keyfile,
+                                      err)) != PVB_OK)
             goto out;
         if ((rc = pvb_crypto_random(keyname_bytes, sizeof(keyname_bytes), err)) != PVB_OK)
             goto out;
@@ -211,8 +211,7 @@ int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pv
     rc = pvb_storage_head(st, CONFIG_NAME, NULL, err);
     if (rc == PVB_E_NOT_FOUND) {
         PVB_ERR(err, PVB_E_NOT_FOUND, "no repository at '%s'", pvb_storage_describe(st));
-        pvb_error_hint(err, "create one with 'pvbackup init --repo %s'",
-                       pvb_storage_describe(st));
+        pvb_error_hint(err, "create one with 'pvbackup init --repo %s'", pvb_storage_describe(st));
         goto out;
     }
     if (rc != PVB_OK)
@@ -361,12 +360,14 @@ int pvb_repo_get_object(pvb_repo *repo, const char *dir, const char *id, pvb_buf
     pvb_crypto_sha256(sealed.data, sealed.len, hash);
     pvb_hex_encode(hash, sizeof(hash), hex);
     if (strcmp(hex, id) != 0) {
-        rc = PVB_ERR(err, PVB_E_CORRUPT, "object '%s' is damaged (its content does not match its "
-                                         "name)", name);
+        rc = PVB_ERR(err, PVB_E_CORRUPT,
+                     "object '%s' is damaged (its content does not match its "
+                     "name)",
+                     name);
         goto out;
     }
-    if ((rc = pvb_crypto_open(repo->key, dir, strlen(dir), sealed.data, sealed.len, &body,
-                              err)) != PVB_OK) {
+    if ((rc = pvb_crypto_open(repo->key, dir, strlen(dir), sealed.data, sealed.len, &body, err)) !=
+        PVB_OK) {
         pvb_error_prefix(err, "object '%s'", name);
         goto out;
     }
@@ -424,8 +425,7 @@ static int list_one(const char *name, uint64_t size, void *ctx)
     return lc->fn(id, size, lc->ctx);
 }
 
-int pvb_repo_list(pvb_repo *repo, const char *dir, pvb_repo_list_fn fn, void *ctx,
-                  pvb_error *err)
+int pvb_repo_list(pvb_repo *repo, const char *dir, pvb_repo_list_fn fn, void *ctx, pvb_error *err)
 {
     list_ctx lc = {dir, strlen(dir), fn, ctx};
     return pvb_storage_list(repo->st, dir, list_one, &lc, err);

@@ -91,8 +91,8 @@ int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, 
                    pvb_error *err);
 
 /* Pack header: parse the trailer of a whole pack's bytes (verify and index rebuild). */
-int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len,
-                          pvb_frame_desc **frames, size_t *n, pvb_error *err);
+int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len, pvb_frame_desc **frames,
+                          size_t *n, pvb_error *err);
 /* Storage name of a pack. out: at least 72 bytes. */
 void pvb_pack_name(const pvb_id *pack, char *out, size_t outlen);
 

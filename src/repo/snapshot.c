@@ -46,17 +46,16 @@ const char *pvb_snapshot_kind_name(pvb_snapshot_kind kind)
 
 static json_t *stats_to_json(const pvb_snapshot_stats *st)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                     "files", (json_int_t)st->files, "dirs", (json_int_t)st->dirs, "symlinks",
-                     (json_int_t)st->symlinks, "others", (json_int_t)st->others, "bytes",
-                     (json_int_t)st->bytes, "files_new", (json_int_t)st->files_new,
-                     "files_changed", (json_int_t)st->files_changed, "files_unchanged",
-                     (json_int_t)st->files_unchanged, "files_removed",
-                     (json_int_t)st->files_removed, "bytes_read", (json_int_t)st->bytes_read,
-                     "blobs_added", (json_int_t)st->blobs_added, "bytes_added",
-                     (json_int_t)st->bytes_added, "changed_while_read",
-                     (json_int_t)st->changed_while_read, "read_errors",
-                     (json_int_t)st->read_errors);
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "files",
+        (json_int_t)st->files, "dirs", (json_int_t)st->dirs, "symlinks", (json_int_t)st->symlinks,
+        "others", (json_int_t)st->others, "bytes", (json_int_t)st->bytes, "files_new",
+        (json_int_t)st->files_new, "files_changed", (json_int_t)st->files_changed,
+        "files_unchanged", (json_int_t)st->files_unchanged, "files_removed",
+        (json_int_t)st->files_removed, "bytes_read", (json_int_t)st->bytes_read, "blobs_added",
+        (json_int_t)st->blobs_added, "bytes_added", (json_int_t)st->bytes_added,
+        "changed_while_read", (json_int_t)st->changed_while_read, "read_errors",
+        (json_int_t)st->read_errors);
 }
 
 /* The JSON stored in the repository (without the id, which is the hash of the object). */
@@ -87,12 +86,11 @@ static json_t *snapshot_to_json_obj(const pvb_snapshot *s, bool with_id)
     if (obj == NULL)
         goto fail;
     if (s->root.present)
-        json_object_set_new(obj, "root",
-                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode", (json_int_t)s->root.mode,
-                                      "uid", (json_int_t)s->root.uid, "gid",
-                                      (json_int_t)s->root.gid, "mtime_ns",
-                                      (json_int_t)s->root.mtime_ns, "atime_ns",
-                                      (json_int_t)s->root.atime_ns));
+        json_object_set_new(
+            obj, "root",
+            json_pack("{s:I, s:I, s:I, s:I, s:I}", "mode", (json_int_t)s->root.mode, "uid",
+                      (json_int_t)s->root.uid, "gid", (json_int_t)s->root.gid, "mtime_ns",
+                      (json_int_t)s->root.mtime_ns, "atime_ns", (json_int_t)s->root.atime_ns));
     /* absent rather than null: readers treat missing optional fields uniformly */
     const char *optional[] = {"parent", "hostname", "source"};
     for (size_t pos = 0; pos < PVB_ARRAY_LEN(optional); pos++) {
@@ -255,8 +253,8 @@ int pvb_snapshot_from_json(const char *text, size_t len, pvb_snapshot *out, pvb_
             rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot has an invalid root record");
             goto out;
         }
-        out->root = (pvb_root_meta){true, (uint32_t)mode, (uint32_t)uid, (uint32_t)gid,
-                                    (int64_t)mtime_ns, (int64_t)atime_ns};
+        out->root = (pvb_root_meta){true,          (uint32_t)mode,    (uint32_t)uid,
+                                    (uint32_t)gid, (int64_t)mtime_ns, (int64_t)atime_ns};
     }
     pvb_snapshot_stats *st = &out->stats;
     st->files = get_u64(stats, "files");
@@ -387,8 +385,8 @@ out:
     return PVB_OK;
 }
 
-int pvb_snapshot_resolve(pvb_repo *repo, const char *spec, const char *volume,
-                         pvb_snapshot *out, pvb_error *err)
+int pvb_snapshot_resolve(pvb_repo *repo, const char *spec, const char *volume, pvb_snapshot *out,
+                         pvb_error *err)
 {
     id_list l = {0};
     int rc = PVB_OK;

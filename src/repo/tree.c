@@ -28,10 +28,10 @@ static int put_opt_str(pvb_buf *out, const char *s, pvb_error *err)
 int pvb_tree_encode_entry(pvb_buf *out, const pvb_entry *e, pvb_error *err)
 {
     int rc = PVB_OK;
-#define PUT(call)                                                                              \
-    do {                                                                                       \
-        if ((rc = (call)) != PVB_OK)                                                           \
-            return rc;                                                                         \
+#define PUT(call)                                                                                  \
+    do {                                                                                           \
+        if ((rc = (call)) != PVB_OK)                                                               \
+            return rc;                                                                             \
     } while (0)
     PUT(pvb_buf_append_bytes(out, e->path, strlen(e->path), err));
     PUT(pvb_buf_append_u8(out, e->type, err));
@@ -122,10 +122,10 @@ int pvb_tree_decode_entry(pvb_reader *r, pvb_entry *e, pvb_error *err)
     uint64_t count, v;
     int rc;
     memset(e, 0, sizeof(*e));
-#define GET(call)                                                                              \
-    do {                                                                                       \
-        if ((rc = (call)) != PVB_OK)                                                           \
-            goto fail;                                                                         \
+#define GET(call)                                                                                  \
+    do {                                                                                           \
+        if ((rc = (call)) != PVB_OK)                                                               \
+            goto fail;                                                                             \
     } while (0)
     GET(pvb_reader_bytes(r, PVB_MAX_PATH_LEN, &path, &path_len, err));
     if (!path_is_safe(path, path_len)) {
@@ -335,15 +335,15 @@ int pvb_tree_load(pvb_repo *repo, const pvb_snapshot *s, pvb_tree *out, pvb_erro
                 goto out;
             out->n++;
             if (out->n > 1 && pvb_path_cmp(out->entries[out->n - 2].path, e->path) >= 0) {
-                rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot %.12s: file list is out of order",
-                             s->id);
+                rc =
+                    PVB_ERR(err, PVB_E_CORRUPT, "snapshot %.12s: file list is out of order", s->id);
                 goto out;
             }
         }
     }
     if (out->n != s->tree_entries)
-        rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot %.12s: expected %llu entries, found %zu",
-                     s->id, (unsigned long long)s->tree_entries, out->n);
+        rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot %.12s: expected %llu entries, found %zu", s->id,
+                     (unsigned long long)s->tree_entries, out->n);
 out:
     pvb_buf_free(&blob);
     if (rc != PVB_OK)
@@ -378,8 +378,8 @@ struct pvb_tree_writer {
     uint64_t entries;
 };
 
-int pvb_tree_writer_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt,
-                        size_t salt_len, pvb_tree_writer **out, pvb_error *err)
+int pvb_tree_writer_new(pvb_repo *repo, pvb_packer *packer, const uint8_t *salt, size_t salt_len,
+                        pvb_tree_writer **out, pvb_error *err)
 {
     pvb_tree_writer *w = calloc(1, sizeof(*w));
     if (w == NULL || salt_len > sizeof(w->salt)) {
@@ -410,8 +410,8 @@ static int flush_blob(pvb_tree_writer *w, pvb_error *err)
     fb.offset = 0;
     fb.len = (uint32_t)w->cur.len;
     if (pvb_packer_claim(w->packer, &fb.id) &&
-        (rc = pvb_packer_add_frame(w->packer, &fb, 1, w->cur.data, w->cur.len, true, NULL,
-                                   err)) != PVB_OK)
+        (rc = pvb_packer_add_frame(w->packer, &fb, 1, w->cur.data, w->cur.len, true, NULL, err)) !=
+            PVB_OK)
         return rc;
     if (w->n_ids == w->cap_ids) {
         size_t cap = w->cap_ids ? w->cap_ids * 2 : 16;

@@ -93,20 +93,19 @@ static void idmap_free(idmap *m)
 typedef struct verify_ctx {
     pvb_repo *repo;
     pvb_verify_report *rep;
-    idmap packs_present; /* pack id -> 1 (value unused) */
+    idmap packs_present;  /* pack id -> 1 (value unused) */
     idmap pack_sizes_idx; /* pack id -> index into sizes */
     uint64_t *sizes;
     size_t n_sizes, cap_sizes;
-    idmap referenced;  /* blob id -> snapshot index (for its salt) */
-    idmap ref_packs;   /* pack id -> 1 */
-    idmap bad_blobs;   /* blob id -> problem index */
+    idmap referenced;    /* blob id -> snapshot index (for its salt) */
+    idmap ref_packs;     /* pack id -> 1 */
+    idmap bad_blobs;     /* blob id -> problem index */
     idmap indexed_packs; /* pack id -> position in the repository index */
     pvb_snapshot *snaps;
     size_t n_snaps;
 } verify_ctx;
 
-static int add_problem(verify_ctx *v, const char *object, const char *fmt, ...)
-    PVB_PRINTF(3, 4);
+static int add_problem(verify_ctx *v, const char *object, const char *fmt, ...) PVB_PRINTF(3, 4);
 static int add_problem(verify_ctx *v, const char *object, const char *fmt, ...)
 {
     pvb_verify_report *rep = v->rep;
@@ -308,8 +307,7 @@ static int check_blob_location(const pvb_id *id, const pvb_blob_loc *loc, void *
                 prob = add_problem(v, name, "pack is missing");
             else
                 prob = add_problem(v, name, "pack has %llu bytes, its index says %llu (%s)",
-                                   (unsigned long long)v->sizes[*si],
-                                   (unsigned long long)expected,
+                                   (unsigned long long)v->sizes[*si], (unsigned long long)expected,
                                    v->sizes[*si] < expected ? "truncated" : "altered");
             if (prob < 0 || idmap_put(&v->packs_present, &loc->pack, (uint32_t)prob) != PVB_OK)
                 return 0;
@@ -441,8 +439,8 @@ int pvb_verify_run(pvb_repo *repo, const pvb_verify_options *opts, pvb_verify_re
         goto out;
     /* packs nobody references are leftovers of interrupted backups: prune removes them */
     for (size_t pos = 0; pos < v.pack_sizes_idx.cap; pos++) {
-        if (v.pack_sizes_idx.used[pos] && idmap_find(&v.ref_packs, &v.pack_sizes_idx.keys[pos]) ==
-                                              NULL)
+        if (v.pack_sizes_idx.used[pos] &&
+            idmap_find(&v.ref_packs, &v.pack_sizes_idx.keys[pos]) == NULL)
             report->unreferenced_packs++;
     }
     if (opts->read_data) {

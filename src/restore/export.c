@@ -42,8 +42,8 @@ static int read_block(pvb_repo *repo, const pvb_snapshot *snap, frame_cache *fc,
     }
     if ((uint64_t)loc.offset + loc.len > fc->raw.len)
         return PVB_ERR(err, PVB_E_CORRUPT, "block lies outside its frame");
-    pvb_crypto_content_id(pvb_repo_key(repo), snap->salt, snap->salt_len,
-                          fc->raw.data + loc.offset, loc.len, &check);
+    pvb_crypto_content_id(pvb_repo_key(repo), snap->salt, snap->salt_len, fc->raw.data + loc.offset,
+                          loc.len, &check);
     if (memcmp(check.b, ref->id.b, PVB_ID_LEN) != 0) {
         pvb_id_hex(&ref->id, hex);
         return PVB_ERR(err, PVB_E_CORRUPT, "block %.16s does not match its id", hex);
@@ -88,8 +88,7 @@ static int write_file_data(pvb_repo *repo, const pvb_snapshot *snap, frame_cache
                     base += e->extents[xno].length;
                 }
                 if (xno == e->n_extents)
-                    return PVB_ERR(err, PVB_E_CORRUPT, "'%s': data beyond its sparse map",
-                                   e->path);
+                    return PVB_ERR(err, PVB_E_CORRUPT, "'%s': data beyond its sparse map", e->path);
                 target = e->extents[xno].offset + (stream_pos - base);
                 if (room > e->extents[xno].length - (stream_pos - base))
                     room = e->extents[xno].length - (stream_pos - base);

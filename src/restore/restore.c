@@ -70,10 +70,10 @@ typedef struct block_use {
 } block_use;
 
 typedef struct planned_entry {
-    pvb_entry *e;        /* the tree's entry, or owned (hardlink turned into a copy) */
+    pvb_entry *e; /* the tree's entry, or owned (hardlink turned into a copy) */
     bool owned;
-    block_use *uses;     /* one per block */
-    char *fail;          /* set when the plan already knows the file cannot be restored */
+    block_use *uses; /* one per block */
+    char *fail;      /* set when the plan already knows the file cannot be restored */
 } planned_entry;
 
 typedef struct restore_ctx {
@@ -98,8 +98,7 @@ typedef struct restore_ctx {
     size_t n_failed, cap_failed;
 } restore_ctx;
 
-static int add_failure(restore_ctx *ctx, const char *path, const char *fmt, ...)
-    PVB_PRINTF(3, 4);
+static int add_failure(restore_ctx *ctx, const char *path, const char *fmt, ...) PVB_PRINTF(3, 4);
 static int add_failure(restore_ctx *ctx, const char *path, const char *fmt, ...)
 {
     char why[1100];
@@ -276,9 +275,8 @@ static int plan_entry(restore_ctx *ctx, planned_entry *pe, pvb_error *err)
         pe->uses[bno].read = read_idx;
         pe->uses[bno].offset = raw_offset + loc.offset;
         ctx->reads[read_idx].uses_left++;
-        if ((rc = read_need_blob(&ctx->reads[read_idx], &e->blocks[bno].id,
-                                 raw_offset + loc.offset, loc.len, frame_idx, &blob_idx, err)) !=
-            PVB_OK)
+        if ((rc = read_need_blob(&ctx->reads[read_idx], &e->blocks[bno].id, raw_offset + loc.offset,
+                                 loc.len, frame_idx, &blob_idx, err)) != PVB_OK)
             return rc;
         pe->uses[bno].blob = blob_idx;
     }
@@ -359,8 +357,8 @@ static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
             b->bad = true;
             if (!any_bad) {
                 pvb_id_hex(&b->id, hex);
-                PVB_ERR(&first, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id",
-                        name, hex);
+                PVB_ERR(&first, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id", name,
+                        hex);
             }
             any_bad = true;
         }
@@ -477,8 +475,8 @@ static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_option
     }
     for (size_t ino = 0; ino < opts->n_includes; ino++) {
         if (!matched[ino]) {
-            rc = PVB_ERR(err, PVB_E_NOT_FOUND, "'%s' is not in snapshot %.12s",
-                         opts->includes[ino], ctx->snap->id);
+            rc = PVB_ERR(err, PVB_E_NOT_FOUND, "'%s' is not in snapshot %.12s", opts->includes[ino],
+                         ctx->snap->id);
             pvb_error_hint(err, "list its contents with 'pvbackup ls %.12s'", ctx->snap->id);
             goto out;
         }
@@ -772,8 +770,8 @@ int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_
         want = 1;
     /* Creating files costs the kernel more than decoding them costs us: on ext4 two writers
      * creating files in parallel restore a tree of small files markedly faster than one. */
-    size_t want_writers = (size_t)want < PVB_RESTORE_MAX_WRITERS ? (size_t)want
-                                                                  : PVB_RESTORE_MAX_WRITERS;
+    size_t want_writers =
+        (size_t)want < PVB_RESTORE_MAX_WRITERS ? (size_t)want : PVB_RESTORE_MAX_WRITERS;
     /* the first writer moves into the target: later ones need a path that does not depend on
      * the working directory */
     if (opts->target[0] != '/') {

@@ -67,7 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        "accepted an object without its header");
         PVB_FUZZ_CHECK(data[5] != PVB_COMPRESS_NONE ||
                            (plain.len == size - OBJECT_HEADER_LEN &&
-                            memcmp(plain.data, data + OBJECT_HEADER_LEN, plain.len) == 0),
+                            (plain.len == 0 ||
+                             memcmp(plain.data, data + OBJECT_HEADER_LEN, plain.len) == 0)),
                        "an uncompressed object changed");
         PVB_FUZZ_CHECK(plain.len <= PVB_MAX_OBJECT, "object of %zu bytes", plain.len);
     } else {

@@ -259,7 +259,7 @@ out:
 static int cmd_collide(pvb_repo *repo, const char *id, pvb_error *err)
 {
     pvb_snapshot s;
-    char (*written)[65] = NULL;
+    char(*written)[65] = NULL;
     size_t n_written = 0;
     int rc;
     memset(&s, 0, sizeof(s));
