@@ -7,6 +7,9 @@
 #   ctest       the whole suite in build/
 #   build-asan  build-asan/: ASan + UBSan (PVB_SANITIZE=ON)       skip: PVB_SKIP_ASAN=1
 #   ctest-asan  the whole suite again, leaks detected, UB fatal    skip: PVB_SKIP_ASAN=1
+#   build-tsan  build-tsan/: ThreadSanitizer (PVB_TSAN=ON)           skip: PVB_SKIP_TSAN=1
+#   ctest-tsan  the concurrent parts (backup pipeline, restore, packer) and the CLI
+#               integration test under TSan                      skip: PVB_SKIP_TSAN=1
 #   format      clang-format --dry-run -Werror on src/ include/ tests/
 #   build-fuzz  build-fuzz/: clang, PVB_FUZZ=ON (when tests/fuzz/CMakeLists.txt exists)
 #   fuzz        each fuzz_* target for PVB_FUZZ_SECONDS on tests/fuzz/corpus/<target>/
@@ -85,7 +88,7 @@ run_ctest() {
     shift 2
     banner "$stage: ctest in $dir${*:+ with $*}"
     env "$@" ctest --test-dir "$dir" --output-on-failure -j "$CTEST_JOBS" --no-tests=error \
-        --timeout 900 2>&1 | tee "$dir/ctest.log" || rc=$?
+        --timeout 900 ${CTEST_FILTER:+-R "$CTEST_FILTER"} 2>&1 | tee "$dir/ctest.log" || rc=$?
     line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$dir/ctest.log" |
         tail -n 1)
     if [ -n "$line" ]; then
@@ -132,6 +135,18 @@ elif build build-asan build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPVB_WERROR=
         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
     record ctest-asan "not run: build failed" 0 1 0
+fi
+
+# ----------------------------------------------------------------------------- tsan
+if [ "${PVB_SKIP_TSAN:-0}" = 1 ]; then
+    skip build-tsan PVB_SKIP_TSAN=1
+    skip ctest-tsan PVB_SKIP_TSAN=1
+elif build build-tsan build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPVB_WERROR=ON \
+    -DPVB_SANITIZE=OFF -DPVB_TSAN=ON -DPVB_FUZZ=OFF -DPVB_TESTS=ON; then
+    CTEST_FILTER='unit/(backup|restore|repo)/|integration/test_cli_basic' \
+        run_ctest ctest-tsan build-tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+else
+    record ctest-tsan "not run: build failed" 0 1 0
 fi
 
 # ----------------------------------------------------------------------------- format

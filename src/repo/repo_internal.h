@@ -93,6 +93,8 @@ int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, 
 /* Pack header: parse the trailer of a whole pack's bytes (verify and index rebuild). */
 int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len, pvb_frame_desc **frames,
                           size_t *n, pvb_error *err);
+/* A pack's id: SHA-256 of its sealed header and trailer (see pack.c for why not all of it). */
+void pvb_pack_compute_id(const uint8_t *pack, size_t len, pvb_id *out);
 /* Storage name of a pack. out: at least 72 bytes. */
 void pvb_pack_name(const pvb_id *pack, char *out, size_t outlen);
 

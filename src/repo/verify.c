@@ -326,7 +326,6 @@ static void read_pack(verify_ctx *v, const pvb_id *pack, pvb_progress *progress)
     pvb_frame_desc *frames = NULL;
     size_t n_frames = 0;
     pvb_error e = {0};
-    uint8_t hash[32];
     int prob = -1;
     pvb_pack_name(pack, name, sizeof(name));
     if (pvb_storage_get(pvb_repo_storage(v->repo), name, 0, 0, &bytes, &e) != PVB_OK) {
@@ -335,10 +334,10 @@ static void read_pack(verify_ctx *v, const pvb_id *pack, pvb_progress *progress)
     }
     v->rep->bytes_read += bytes.len;
     pvb_progress_add(progress, bytes.len, 1);
-    pvb_crypto_sha256(bytes.data, bytes.len, hash);
-    bool name_ok = memcmp(hash, pack->b, 32) == 0;
-    if (!name_ok)
-        prob = add_problem(v, name, "pack is damaged: its content does not match its name");
+    pvb_id computed;
+    pvb_pack_compute_id(bytes.data, bytes.len, &computed);
+    if (memcmp(computed.b, pack->b, PVB_ID_LEN) != 0)
+        prob = add_problem(v, name, "pack is damaged: its header does not match its name");
     if (pvb_pack_parse_header(v->repo, bytes.data, bytes.len, &frames, &n_frames, &e) != PVB_OK) {
         if (prob < 0)
             prob = add_problem(v, name, "pack header is damaged: %s", e.msg);

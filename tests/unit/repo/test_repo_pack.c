@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -373,12 +374,17 @@ START_TEST(test_many_frames_split_packs)
     ck_assert_uint_eq(packs.n, stats.packs);
     for (size_t pno = 0; pno < packs.n; pno++) {
         ck_assert_uint_le(packs.sizes[pno], PVB_PACK_TARGET + 2 * SPLIT_FRAME_LEN);
-        /* the name is the hash of the bytes */
+        /* the name is the hash of the sealed header and its length trailer */
         size_t len;
         uint8_t *bytes = get_whole(packs.names[pno], &len);
         uint8_t hash[32];
         char hex[65], want[160];
-        pvb_crypto_sha256(bytes, len, hash);
+        uint32_t hlen;
+        ck_assert_uint_ge(len, 4);
+        memcpy(&hlen, bytes + len - 4, 4);
+        hlen = le32toh(hlen);
+        ck_assert_uint_le((size_t)hlen + 4, len);
+        pvb_crypto_sha256(bytes + len - 4 - hlen, (size_t)hlen + 4, hash);
         pvb_hex_encode(hash, 32, hex);
         snprintf(want, sizeof(want), "data/%.2s/%s", hex, hex);
         ck_assert_str_eq(packs.names[pno], want);
