@@ -34,23 +34,23 @@ const char *__ubsan_default_options(void)
 
 /* An invariant of the code under test: report it and abort, which libFuzzer records as a
  * crash with the input that caused it. */
-#define PVB_FUZZ_CHECK(cond, ...)                                                              \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz invariant failed at %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-            abort();                                                                           \
-        }                                                                                      \
+#define PVB_FUZZ_CHECK(cond, ...)                                                                  \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz invariant failed at %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* Setup failures are not findings, but the target cannot run without its fixture. */
-#define PVB_FUZZ_SETUP(cond, what)                                                             \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz setup failed: %s (%s)\n", what, strerror(errno));            \
-            exit(2);                                                                           \
-        }                                                                                      \
+#define PVB_FUZZ_SETUP(cond, what)                                                                 \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz setup failed: %s (%s)\n", what, strerror(errno));                \
+            exit(2);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* A fresh private directory for a target's fixture, on tmpfs when there is one (targets that

@@ -36,10 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         seen++;
         PVB_FUZZ_CHECK(s->pack < ix.n_packs, "pack %u of %zu", s->pack, ix.n_packs);
         PVB_FUZZ_CHECK((uint64_t)s->offset + s->len <= s->frame_raw_len,
-                       "blob [%u, +%u) outside a frame of %u", s->offset, s->len,
-                       s->frame_raw_len);
-        PVB_FUZZ_CHECK(s->frame_raw_len <= PVB_MAX_FRAME_RAW, "frame size %u",
-                       s->frame_raw_len);
+                       "blob [%u, +%u) outside a frame of %u", s->offset, s->len, s->frame_raw_len);
+        PVB_FUZZ_CHECK(s->frame_raw_len <= PVB_MAX_FRAME_RAW, "frame size %u", s->frame_raw_len);
         PVB_FUZZ_CHECK(s->compression <= PVB_COMPRESS_ZSTD && s->type <= PVB_BLOB_TREE,
                        "compression %u type %u", s->compression, s->type);
         /* the first slot holding this id must be this one (duplicates keep the first) */

@@ -55,8 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pvb_key *key = NULL;
     if (too_costly(data, size))
         return -1; /* libFuzzer: do not add to the corpus */
-    int rc = pvb_crypto_key_unwrap(data, size, FUZZ_PASSWORD, strlen(FUZZ_PASSWORD),
-                                   FUZZ_REPO_ID, &key, &err);
+    int rc = pvb_crypto_key_unwrap(data, size, FUZZ_PASSWORD, strlen(FUZZ_PASSWORD), FUZZ_REPO_ID,
+                                   &key, &err);
     if (rc == PVB_OK) {
         PVB_FUZZ_CHECK(key != NULL, "unwrap succeeded without a key");
         PVB_FUZZ_CHECK(!pvb_crypto_key_is_none(key), "a key file gave the none key");

@@ -64,16 +64,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pvb_error err = {0};
     pvb_buf sealed = PVB_BUF_INIT;
     pvb_lock *lock = NULL;
-    PVB_FUZZ_SETUP(pvb_crypto_seal(pvb_repo_key(g_repo), "locks", 5, data, size, &sealed,
-                                   &err) == PVB_OK &&
-                       pvb_storage_put(g_storage, LOCK_NAME, sealed.data, sealed.len, &err) ==
-                           PVB_OK,
-                   "storing the lock record");
+    PVB_FUZZ_SETUP(
+        pvb_crypto_seal(pvb_repo_key(g_repo), "locks", 5, data, size, &sealed, &err) == PVB_OK &&
+            pvb_storage_put(g_storage, LOCK_NAME, sealed.data, sealed.len, &err) == PVB_OK,
+        "storing the lock record");
     pvb_buf_free(&sealed);
     int rc = pvb_lock_acquire(g_repo, true, "fuzz", &lock, &err);
     PVB_FUZZ_CHECK(rc == PVB_OK || rc == PVB_E_LOCKED, "unexpected error %d: %s", rc, err.msg);
-    PVB_FUZZ_CHECK((rc == PVB_OK) == (lock != NULL), "lock %p with result %d", (void *)lock,
-                   rc);
+    PVB_FUZZ_CHECK((rc == PVB_OK) == (lock != NULL), "lock %p with result %d", (void *)lock, rc);
     pvb_lock_release(lock);
     /* only the planted record is left: a refused or released lock removes its own */
     PVB_FUZZ_CHECK(count_locks() == 1, "%zu lock records left", count_locks());

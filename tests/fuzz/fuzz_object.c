@@ -53,8 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t hash[32];
     char hex[65], name[80];
 
-    PVB_FUZZ_SETUP(pvb_crypto_seal(pvb_repo_key(g_repo), "index", 5, data, size, &sealed,
-                                   &err) == PVB_OK,
+    PVB_FUZZ_SETUP(pvb_crypto_seal(pvb_repo_key(g_repo), "index", 5, data, size, &sealed, &err) ==
+                       PVB_OK,
                    "sealing");
     pvb_crypto_sha256(sealed.data, sealed.len, hash);
     pvb_hex_encode(hash, sizeof(hash), hex);
@@ -65,11 +65,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == PVB_OK) {
         PVB_FUZZ_CHECK(size >= OBJECT_HEADER_LEN && memcmp(data, "PVBO\x01", 5) == 0,
                        "accepted an object without its header");
-        PVB_FUZZ_CHECK(data[5] != PVB_COMPRESS_NONE ||
-                           (plain.len == size - OBJECT_HEADER_LEN &&
-                            (plain.len == 0 ||
-                             memcmp(plain.data, data + OBJECT_HEADER_LEN, plain.len) == 0)),
-                       "an uncompressed object changed");
+        PVB_FUZZ_CHECK(
+            data[5] != PVB_COMPRESS_NONE ||
+                (plain.len == size - OBJECT_HEADER_LEN &&
+                 (plain.len == 0 || memcmp(plain.data, data + OBJECT_HEADER_LEN, plain.len) == 0)),
+            "an uncompressed object changed");
         PVB_FUZZ_CHECK(plain.len <= PVB_MAX_OBJECT, "object of %zu bytes", plain.len);
     } else {
         PVB_FUZZ_CHECK(rc == PVB_E_CORRUPT || rc == PVB_E_NOMEM, "unexpected error %d: %s", rc,
@@ -80,8 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size >= OBJECT_HEADER_LEN) {
         size_t raw_len = ((size_t)data[6] | (size_t)data[7] << 8) * 16;
         pvb_buf_reset(&plain);
-        rc = pvb_repo_decompress_frame(data[5], data + OBJECT_HEADER_LEN,
-                                       size - OBJECT_HEADER_LEN, raw_len, &plain, &err);
+        rc = pvb_repo_decompress_frame(data[5], data + OBJECT_HEADER_LEN, size - OBJECT_HEADER_LEN,
+                                       raw_len, &plain, &err);
         PVB_FUZZ_CHECK(rc != PVB_OK || plain.len == raw_len, "frame of %zu bytes, expected %zu",
                        plain.len, raw_len);
     }

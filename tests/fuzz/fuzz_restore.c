@@ -105,9 +105,8 @@ static void check_sandbox(void)
     PVB_FUZZ_CHECK(lstat(g_canary_file, &st) == 0 && S_ISREG(st.st_mode) &&
                        (st.st_mode & 07777) == 0644 && st.st_nlink == 1 &&
                        st.st_size == (off_t)(sizeof(CANARY) - 1),
-                   "canary file changed (mode %o, links %lu, size %lld)",
-                   (unsigned int)st.st_mode, (unsigned long)st.st_nlink,
-                   (long long)st.st_size);
+                   "canary file changed (mode %o, links %lu, size %lld)", (unsigned int)st.st_mode,
+                   (unsigned long)st.st_nlink, (long long)st.st_size);
     int fd = open(g_canary_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     PVB_FUZZ_CHECK(fd >= 0, "canary file unreadable");
     ssize_t n = read(fd, buf, sizeof(buf));
@@ -120,7 +119,7 @@ static void check_sandbox(void)
 static int write_data(pvb_disk_writer *w, const pvb_entry *e, size_t *budget, pvb_error *err)
 {
     uint64_t stream_off = 0;
-    for (size_t bno = 0; bno < e->n_blocks && *budget > 0; bno++) {
+    for (size_t bno = 0; bno<e->n_blocks && * budget> 0; bno++) {
         uint64_t left = e->blocks[bno].len;
         while (left > 0 && *budget > 0) {
             size_t chunk = sizeof(g_pattern);

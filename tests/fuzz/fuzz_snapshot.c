@@ -42,8 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = pvb_snapshot_from_json(text, strlen(text), &again, &err);
     PVB_FUZZ_CHECK(rc == PVB_OK, "re-encoded snapshot refused: %s\n%s", err.msg, text);
     text2 = pvb_snapshot_to_json(&again);
-    PVB_FUZZ_CHECK(text2 != NULL && strcmp(text, text2) == 0, "round trip differs:\n%s\n%s",
-                   text, text2 ? text2 : "(null)");
+    PVB_FUZZ_CHECK(text2 != NULL && strcmp(text, text2) == 0, "round trip differs:\n%s\n%s", text,
+                   text2 ? text2 : "(null)");
     free(text);
     free(text2);
     pvb_snapshot_clear(&again);

@@ -45,8 +45,8 @@ static void encode(const pvb_entry *e, pvb_buf *out)
 {
     pvb_error err = {0};
     pvb_buf_reset(out);
-    PVB_FUZZ_CHECK(pvb_tree_encode_entry(out, e, &err) == PVB_OK, "cannot encode '%s': %s",
-                   e->path, err.msg);
+    PVB_FUZZ_CHECK(pvb_tree_encode_entry(out, e, &err) == PVB_OK, "cannot encode '%s': %s", e->path,
+                   err.msg);
 }
 
 static void check_roundtrip(const pvb_entry *e)
@@ -57,8 +57,8 @@ static void check_roundtrip(const pvb_entry *e)
     pvb_error err = {0};
     encode(e, &first);
     pvb_reader_init(&r, first.data, first.len, "re-encoded entry");
-    PVB_FUZZ_CHECK(pvb_tree_decode_entry(&r, &back, &err) == PVB_OK,
-                   "re-encoded entry refused: %s", err.msg);
+    PVB_FUZZ_CHECK(pvb_tree_decode_entry(&r, &back, &err) == PVB_OK, "re-encoded entry refused: %s",
+                   err.msg);
     PVB_FUZZ_CHECK(pvb_reader_done(&r), "re-encoded entry not consumed");
     encode(&back, &second);
     PVB_FUZZ_CHECK(first.len == second.len && memcmp(first.data, second.data, first.len) == 0,
@@ -98,8 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         PVB_FUZZ_CHECK(r.pos > before && r.pos <= r.len, "reader at %zu of %zu", r.pos, r.len);
         PVB_FUZZ_CHECK(safe_path(e.path), "unsafe path accepted");
-        PVB_FUZZ_CHECK(e.type >= PVB_ENTRY_FILE && e.type <= PVB_ENTRY_SOCKET, "type %u",
-                       e.type);
+        PVB_FUZZ_CHECK(e.type >= PVB_ENTRY_FILE && e.type <= PVB_ENTRY_SOCKET, "type %u", e.type);
         PVB_FUZZ_CHECK(e.mode <= 07777, "mode %o", e.mode);
         PVB_FUZZ_CHECK(e.type == PVB_ENTRY_FILE || e.n_blocks == 0, "data on a non-file");
         PVB_FUZZ_CHECK(e.type != PVB_ENTRY_HARDLINK || safe_path(e.link_target),

@@ -142,8 +142,13 @@ static void seeds_from_repo(const char *base)
         die("creating the repository", &err);
 
     pvb_tag tags[] = {{(char *)"env", (char *)"fuzz"}, {(char *)"k", (char *)"v w"}};
-    pvb_backup_options bo = {.volume = "fuzz-vol", .source = src, .kind = PVB_BACKUP_FULL,
-                             .independent = true, .tags = tags, .n_tags = 2, .threads = 1};
+    pvb_backup_options bo = {.volume = "fuzz-vol",
+                             .source = src,
+                             .kind = PVB_BACKUP_FULL,
+                             .independent = true,
+                             .tags = tags,
+                             .n_tags = 2,
+                             .threads = 1};
     pvb_backup_result res;
     if (pvb_backup_run(repo, &bo, &res, &err) != PVB_OK)
         die("full backup", &err);
@@ -172,13 +177,11 @@ static void seeds_from_repo(const char *base)
         const pvb_snapshot *s = &snaps[sno];
         if (pvb_repo_get_object(repo, "snapshots", s->id, &buf, &err) != PVB_OK)
             die("snapshot", &err);
-        snprintf(name, sizeof(name), "%s-%zu", s->independent ? "independent" : "incremental",
-                 sno);
+        snprintf(name, sizeof(name), "%s-%zu", s->independent ? "independent" : "incremental", sno);
         seed("fuzz_snapshot", name, buf.data, buf.len);
         object_seed(st, repo, "snapshots", s->id, name);
         for (size_t tno = 0; tno < s->n_tree; tno++) {
-            if (pvb_repo_read_blob(repo, &s->tree[tno], s->salt, s->salt_len, &buf, &err) !=
-                PVB_OK)
+            if (pvb_repo_read_blob(repo, &s->tree[tno], s->salt, s->salt_len, &buf, &err) != PVB_OK)
                 die("tree blob", &err);
             snprintf(name, sizeof(name), "backup-%zu-%zu", sno, tno);
             seed("fuzz_tree", name, buf.data, buf.len);
@@ -212,8 +215,8 @@ static void seeds_from_repo(const char *base)
         pvb_lock *lock = NULL;
         pvb_buf plain = PVB_BUF_INIT;
         c.n = 0;
-        if (pvb_lock_acquire(repo, exclusive != 0, exclusive ? "prune" : "backup", &lock,
-                             &err) != PVB_OK ||
+        if (pvb_lock_acquire(repo, exclusive != 0, exclusive ? "prune" : "backup", &lock, &err) !=
+                PVB_OK ||
             pvb_storage_list(st, "locks", collect_name, &c, &err) != PVB_OK || c.n != 1 ||
             pvb_storage_get(st, c.names[0], 0, 0, &buf, &err) != PVB_OK ||
             pvb_crypto_open(pvb_repo_key(repo), "locks", 5, buf.data, buf.len, &plain, &err) !=
@@ -236,9 +239,8 @@ static void seeds_keys(const char *base)
     pvb_buf buf = PVB_BUF_INIT;
     pvb_key *key = NULL;
     collected c = {0};
-    pvb_repo_init_options init = {.encrypted = true,
-                                  .password = FUZZ_PASSWORD,
-                                  .password_len = strlen(FUZZ_PASSWORD)};
+    pvb_repo_init_options init = {
+        .encrypted = true, .password = FUZZ_PASSWORD, .password_len = strlen(FUZZ_PASSWORD)};
 
     /* an encrypted repository: its config, and its key file (another repository id: the
      * unwrap fails authentication, after all of the parsing) */
@@ -262,8 +264,8 @@ static void seeds_keys(const char *base)
     for (size_t pos = 0; pos < PVB_ARRAY_LEN(kdfs); pos++) {
         char name[64];
         pvb_buf_reset(&buf);
-        if (pvb_crypto_key_wrap(key, FUZZ_PASSWORD, strlen(FUZZ_PASSWORD), &kdfs[pos],
-                                FUZZ_REPO_ID, &buf, &err) != PVB_OK)
+        if (pvb_crypto_key_wrap(key, FUZZ_PASSWORD, strlen(FUZZ_PASSWORD), &kdfs[pos], FUZZ_REPO_ID,
+                                &buf, &err) != PVB_OK)
             die("wrapping a key", &err);
         snprintf(name, sizeof(name), "valid-n%llu-r%u-p%u", (unsigned long long)kdfs[pos].n,
                  kdfs[pos].r, kdfs[pos].p);
@@ -392,8 +394,12 @@ static void seeds_trees(void)
     tb_seed(&tb, "symlink-swap");
 
     /* names the decoder must refuse; each seed holds one, after a harmless entry */
-    static const char *const bad_paths[] = {"../canary/file", "a/../../canary/file",
-                                            "/tmp/pvb-fuzz-escape", "a//b", "./a", "a/.",
+    static const char *const bad_paths[] = {"../canary/file",
+                                            "a/../../canary/file",
+                                            "/tmp/pvb-fuzz-escape",
+                                            "a//b",
+                                            "./a",
+                                            "a/.",
                                             "a/"};
     for (size_t pos = 0; pos < PVB_ARRAY_LEN(bad_paths); pos++) {
         char name[32];
