@@ -224,7 +224,7 @@ out:
 int pvb_crypto_key_unwrap(const void *keyfile, size_t len, const char *password,
                           size_t password_len, const char *repo_id, pvb_key **out, pvb_error *err)
 {
-    pvb_kdf_params kdf;
+    pvb_kdf_params kdf = {0, 0, 0};
     uint8_t salt[KEYFILE_SALT_MAX];
     size_t salt_len = 0;
     uint8_t data[KEYFILE_DATA_LEN];

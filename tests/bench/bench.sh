@@ -162,9 +162,10 @@ fi
 dataset_bytes=$(python3 "$helper" tree-bytes "$base_manifest")
 
 # ------------------------------------------------------------------ meta data
-ver_restic=$(want_tool restic && restic version 2>/dev/null | head -1 || true)
-ver_borg=$(want_tool borg && borg --version 2>/dev/null | head -1 || true)
-ver_pvb=$(want_tool pvbackup && "$PVBACKUP" version 2>/dev/null | head -1 || true)
+ver_restic='' ver_borg='' ver_pvb=''
+if want_tool restic; then ver_restic=$(restic version 2>/dev/null | head -1); fi
+if want_tool borg; then ver_borg=$(borg --version 2>/dev/null | head -1); fi
+if want_tool pvbackup; then ver_pvb=$("$PVBACKUP" version 2>/dev/null | head -1); fi
 git_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git_modified=$(git -C "$root" --no-optional-locks status --porcelain --untracked-files=no \
     2>/dev/null || true)
@@ -309,7 +310,7 @@ restored_root() {
 # ------------------------------------------------------------------ the runs
 vol=$run_dir/vol
 restored=$run_dir/restored
-tools_list=($TOOLS)
+read -ra tools_list <<<"$TOOLS"
 note "dataset: $dataset_bytes bytes; tools: ${tools_list[*]}; runs: $RUNS; warm caches: $WARM"
 load1=$(cut -d' ' -f1 /proc/loadavg)
 if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)' "$load1"; then
