@@ -8,6 +8,8 @@
  */
 #include "pvbackup/common.h"
 
+#include "pvbackup/jsoncheck.h"
+
 #include "crypto_internal.h"
 #include "pvbackup/timeutil.h"
 
@@ -178,6 +180,9 @@ static int parse_keyfile(const void *keyfile, size_t len, pvb_kdf_params *kdf, u
         rc = PVB_ERR(err, PVB_E_CORRUPT, "key file: not a json object");
         goto out;
     }
+    /* a damaged key file must say so, not look like a wrong password */
+    if ((rc = pvb_json_check_verify(root, "key file", err)) != PVB_OK)
+        goto out;
     rc = get_uint(root, "version", &version, err);
     if (rc != PVB_OK)
         goto out;
@@ -336,8 +341,8 @@ int pvb_crypto_key_wrap(const pvb_key *key, const char *password, size_t passwor
                      (json_int_t)KEYFILE_VERSION, "kdf", "scrypt", "n", (json_int_t)params.n, "r",
                      (json_int_t)params.r, "p", (json_int_t)params.p, "salt", salt_b64, "data",
                      data_b64, "created", created);
-    if (root != NULL)
-        text = json_dumps(root, JSON_INDENT(2));
+    if (root != NULL && pvb_json_check_add(root, err) == PVB_OK)
+        text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (text == NULL) {
         rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory writing a key file");
         goto out;

@@ -3,6 +3,7 @@
 
 #include "repo_internal.h"
 
+#include "pvbackup/jsoncheck.h"
 #include "pvbackup/log.h"
 #include "pvbackup/timeutil.h"
 
@@ -27,6 +28,10 @@ static int config_encode(const char *id, bool encrypted, uint32_t block_size, pv
                             (json_int_t)block_size, "compression", "zstd");
     if (cfg == NULL)
         return PVB_ERR(err, PVB_E_NOMEM, "cannot build repository config");
+    if (pvb_json_check_add(cfg, err) != PVB_OK) {
+        json_decref(cfg);
+        return PVB_E_NOMEM;
+    }
     char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(cfg);
     if (text == NULL)
@@ -45,6 +50,8 @@ static int config_decode(const uint8_t *data, size_t len, pvb_repo *repo, pvb_er
     int rc = PVB_OK;
     if (cfg == NULL)
         return PVB_ERR(err, PVB_E_CORRUPT, "repository config is not valid JSON: %s", jerr.text);
+    if ((rc = pvb_json_check_verify(cfg, "repository config", err)) != PVB_OK)
+        goto out;
     const char *format = NULL, *id = NULL, *encryption = NULL;
     json_int_t version = 0, block_size = 0;
     if (json_unpack_ex(cfg, &jerr, 0, "{s:s, s:I, s:s, s:s, s:I}", "format", &format, "version",

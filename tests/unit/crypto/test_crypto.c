@@ -3,6 +3,7 @@
 
 #include "crypto_internal.h"
 #include "pvbackup/crypto.h"
+#include "pvbackup/jsoncheck.h"
 #include "testutil.h"
 
 #include <pthread.h>
@@ -426,7 +427,8 @@ START_TEST(test_unwrap_other_repo_fails)
 }
 END_TEST
 
-/* A copy of a valid key file with one field changed (value NULL deletes it). */
+/* A copy of a valid key file with one field changed (value NULL deletes it), its checksum
+ * recomputed: what a (buggy or newer) writer could produce, so the field checks are reached. */
 static char *keyfile_with(const pvb_buf *text, const char *field, json_t *value)
 {
     json_t *root = json_loadb((const char *)text->data, text->len, 0, NULL);
@@ -437,11 +439,34 @@ static char *keyfile_with(const pvb_buf *text, const char *field, json_t *value)
         json_object_del(root, field);
     else
         json_object_set_new(root, field, value);
+    ck_assert_int_eq(pvb_json_check_add(root, NULL), PVB_OK);
     out = json_dumps(root, 0);
     ck_assert_ptr_nonnull(out);
     json_decref(root);
     return out;
 }
+
+START_TEST(test_unwrap_damaged_value_is_corrupt_not_auth)
+{
+    pvb_key *key = new_key();
+    pvb_key *back = NULL;
+    pvb_buf text = PVB_BUF_INIT;
+    pvb_error err;
+
+    wrap(key, REPO_ID, &text);
+    /* change one character of the base64 data: still valid JSON and base64 */
+    char *data = strstr((char *)text.data, "\"data\": \"");
+    ck_assert_ptr_nonnull(data);
+    data += 9;
+    *data = *data == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(unwrap((const char *)text.data, text.len, PASSWORD, REPO_ID, &back, &err),
+                     PVB_E_CORRUPT);
+    ck_assert_msg(strstr(err.msg, "damaged") != NULL, "message: %s", err.msg);
+    ck_assert_ptr_null(back);
+    pvb_buf_free(&text);
+    pvb_crypto_key_free(key);
+}
+END_TEST
 
 START_TEST(test_unwrap_malformed_is_corrupt)
 {
@@ -763,6 +788,7 @@ static Suite *crypto_suite(void)
         {"unwrap_wrong_password", test_unwrap_wrong_password},
         {"unwrap_other_repo_fails", test_unwrap_other_repo_fails},
         {"unwrap_malformed_is_corrupt", test_unwrap_malformed_is_corrupt},
+        {"unwrap_damaged_value_is_corrupt_not_auth", test_unwrap_damaged_value_is_corrupt_not_auth},
         {"unwrap_unknown_version_unsupported", test_unwrap_unknown_version_unsupported},
         {"keyfile_holds_no_secret", test_keyfile_holds_no_secret},
         {"salted_ids_differ", test_salted_ids_differ},
