@@ -2,12 +2,12 @@
  *
  * The input is a tree blob (as for fuzz_tree). Its entries are decoded and handed to
  * pvb_disk_writers exactly as the restore engine does: two writers on the same target;
- * directories first, then files and the rest taken by the writers in turn, then hardlinks;
- * per entry begin, data for regular files (a fixed pattern), end, and on a failed file end
- * and unlink; the writers finished and freed in reverse order.
+ * directories first, then files and the rest taken by the writers in turn, then hardlinks,
+ * then symlinks; per entry begin, data for regular files (a fixed pattern), end, and on a
+ * failed file end and unlink; the writers finished and freed in reverse order.
  *
  * pvb_tree_load only passes on lists in strict tree order, so the input is cut into ordered
- * runs, each restored by its own writer: the first into a new, empty target, the following
+ * runs, each restored by its own writers: the first into a new, empty target, the following
  * ones with overwrite on top of what the earlier ones left, as a user restoring one crafted
  * snapshot over another would. A single run is restored twice that way.
  *
@@ -161,12 +161,19 @@ static void write_one(pvb_disk_writer *w, const pvb_entry *e, size_t *budget)
 }
 
 /* Which pass writes an entry (restore.c's pass_of): directories, then files and the rest
- * (spread over the writers), then hardlinks. */
+ * (spread over the writers), then hardlinks, then symlinks. */
 static int pass_of(const pvb_entry *e)
 {
-    if (e->type == PVB_ENTRY_DIR)
+    switch (e->type) {
+    case PVB_ENTRY_DIR:
         return 0;
-    return e->type == PVB_ENTRY_HARDLINK ? 2 : 1;
+    case PVB_ENTRY_HARDLINK:
+        return 2;
+    case PVB_ENTRY_SYMLINK:
+        return 3;
+    default:
+        return 1;
+    }
 }
 
 /* Restore entries[0..n) as restore.c's write_entries does, with its writers taking pass-1
@@ -188,9 +195,11 @@ static void restore_run(const pvb_entry *entries, size_t n, bool overwrite, size
         if (pass_of(&entries[pos]) == 1)
             write_one(writers[turn++ % N_WRITERS], &entries[pos], budget);
     }
-    for (size_t pos = 0; pos < n; pos++) {
-        if (pass_of(&entries[pos]) == 2)
-            write_one(writers[0], &entries[pos], budget);
+    for (int pass = 2; pass <= 3; pass++) {
+        for (size_t pos = 0; pos < n; pos++) {
+            if (pass_of(&entries[pos]) == pass)
+                write_one(writers[0], &entries[pos], budget);
+        }
     }
     /* the directory writer last; each writer restores the working directory it found */
     for (size_t wno = N_WRITERS; wno-- > 0;)

@@ -7,11 +7,13 @@
  *    the tree blobs, lock records and object envelopes (opened) are taken;
  *  - the config and key file of an encrypted repository, and key files wrapped with the
  *    password and repository id fuzz_keyfile uses, so mutations start from files that unwrap;
+ *    configs and key files also without their "check" field (older files, still accepted),
+ *    since mutations of a checksummed file rarely get past the checksum;
  *  - tree blobs encoded with pvb_tree_encode_entry holding hostile entries (escapes through
  *    "..", absolute paths, symlinks and hardlinks pointing out of the target towards the
  *    canary fuzz_restore watches, odd names, sparse maps, xattrs, ACLs).
- * Existing seed-* files are replaced; crash-regression-* files are left alone. Run it with
- * PVBACKUP_TEST_WEAK_KDF=1 (the key files then use the cheap test kdf). */
+ * Existing seed-* files are replaced; crash-regression-* files are left alone. It sets
+ * PVBACKUP_TEST_WEAK_KDF=1 itself, so key files use the cheap test kdf. */
 #include "fuzz_common.h"
 
 #include "pvbackup/backup.h"
@@ -19,6 +21,7 @@
 #include "pvbackup/repo.h"
 #include "pvbackup/storage.h"
 
+#include <jansson.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
@@ -45,6 +48,24 @@ static void seed(const char *target, const char *name, const void *data, size_t 
     if (chmod(path, 0644) != 0)
         die(path, NULL);
     printf("%s/seed-%s (%zu bytes)\n", target, name, len);
+}
+
+/* Also write the variant without the "check" field (files written before it existed, still
+ * accepted), so that mutations reach the fields behind the checksum. */
+static void seed_json_both(const char *target, const char *name, const void *data, size_t len)
+{
+    char legacy[64];
+    seed(target, name, data, len);
+    json_t *root = json_loadb(data, len, 0, NULL);
+    if (root == NULL || json_object_del(root, "check") != 0)
+        die("a config or key file without a check field", NULL);
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (text == NULL)
+        die("out of memory", NULL);
+    snprintf(legacy, sizeof(legacy), "%s-nocheck", name);
+    seed(target, legacy, text, strlen(text));
+    free(text);
+    json_decref(root);
 }
 
 static void put_file(const char *dir, const char *name, const char *text, size_t repeat)
@@ -165,7 +186,7 @@ static void seeds_from_repo(const char *base)
 
     if (pvb_storage_get(st, "config", 0, 0, &buf, &err) != PVB_OK)
         die("config", &err);
-    seed("fuzz_config", "none", buf.data, buf.len);
+    seed_json_both("fuzz_config", "none", buf.data, buf.len);
 
     pvb_snapshot *snaps = NULL;
     size_t n_snaps = 0;
@@ -250,7 +271,7 @@ static void seeds_keys(const char *base)
         die("creating the encrypted repository", &err);
     if (pvb_storage_get(st, "config", 0, 0, &buf, &err) != PVB_OK)
         die("config", &err);
-    seed("fuzz_config", "encrypted", buf.data, buf.len);
+    seed_json_both("fuzz_config", "encrypted", buf.data, buf.len);
     if (pvb_storage_list(st, "keys", collect_name, &c, &err) != PVB_OK || c.n != 1 ||
         pvb_storage_get(st, c.names[0], 0, 0, &buf, &err) != PVB_OK)
         die("key file", &err);
@@ -269,7 +290,7 @@ static void seeds_keys(const char *base)
             die("wrapping a key", &err);
         snprintf(name, sizeof(name), "valid-n%llu-r%u-p%u", (unsigned long long)kdfs[pos].n,
                  kdfs[pos].r, kdfs[pos].p);
-        seed("fuzz_keyfile", name, buf.data, buf.len);
+        seed_json_both("fuzz_keyfile", name, buf.data, buf.len);
     }
     pvb_crypto_key_free(key);
     pvb_buf_free(&buf);
