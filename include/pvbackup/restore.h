@@ -44,7 +44,8 @@ typedef struct pvb_restore_options {
     size_t n_includes;
     bool overwrite;     /* allow a non-empty target; replace existing entries */
     bool restore_owner; /* chown to recorded ids (default: when running as root) */
-    int threads;        /* 0: number of CPUs */
+    int threads;        /* fetch threads; 0: number of CPUs */
+    int writers;        /* threads creating files; 0: one (see restore.c for why) */
     bool progress;
 } pvb_restore_options;
 

@@ -505,6 +505,32 @@ START_TEST(test_to_archive_hardlink_and_prefix)
 }
 END_TEST
 
+/* Regression (found by fuzz_restore): file flags on a FIFO made libarchive open the FIFO at
+ * close to apply them, and the restore hung. Flags travel only with files and directories. */
+START_TEST(test_to_archive_fflags_only_files_and_dirs)
+{
+    static const uint8_t types[] = {PVB_ENTRY_FIFO, PVB_ENTRY_CHR, PVB_ENTRY_FILE};
+    pvb_error err;
+    struct archive_entry *ae = archive_entry_new();
+    for (size_t idx = 0; idx < PVB_ARRAY_LEN(types); idx++) {
+        pvb_entry e;
+        unsigned long set = 0, clear = 0;
+        memset(&e, 0, sizeof(e));
+        e.path = (char *)"x";
+        e.type = types[idx];
+        e.fflags = 0x10; /* FS_APPEND_FL */
+        archive_entry_clear(ae);
+        ck_assert_int_eq(pvb_entry_to_archive(&e, NULL, ae, &err), PVB_OK);
+        archive_entry_fflags(ae, &set, &clear);
+        if (types[idx] == PVB_ENTRY_FILE)
+            ck_assert_uint_ne(set, 0);
+        else
+            ck_assert_uint_eq(set, 0);
+    }
+    archive_entry_free(ae);
+}
+END_TEST
+
 START_TEST(test_to_archive_path_bytes)
 {
     pvb_entry e;
@@ -579,6 +605,7 @@ static Suite *entry_suite(void)
         {"fflags_only_chattr_flags", test_fflags_only_chattr_flags},
         {"to_archive_hardlink_and_prefix", test_to_archive_hardlink_and_prefix},
         {"to_archive_path_bytes", test_to_archive_path_bytes},
+        {"to_archive_fflags_only_files_and_dirs", test_to_archive_fflags_only_files_and_dirs},
         {"to_archive_rejects_bad_entries", test_to_archive_rejects_bad_entries},
     };
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(cases); idx++) {

@@ -204,6 +204,18 @@ START_TEST(test_stale_lock_by_age_ignored)
 }
 END_TEST
 
+/* Regression (found by fuzz_lock): a record whose time is near INT64_MIN made the staleness
+ * test overflow (undefined behaviour, caught by UBSan). Such a record is simply stale. */
+START_TEST(test_lock_time_far_past_is_stale)
+{
+    pvb_repo *repo = make_repo();
+    write_foreign_lock(repo, "other-node.example", 4242, INT64_MIN + 1, true, "prune");
+    pvb_lock *lock = acquire(repo, true, "prune");
+    pvb_lock_release(lock);
+    pvb_repo_free(repo);
+}
+END_TEST
+
 static Suite *repo_lock_suite(void)
 {
     Suite *s = suite_create("repo_lock");
@@ -215,6 +227,7 @@ static Suite *repo_lock_suite(void)
     tcase_add_test(tc, test_lock_of_another_process);
     tcase_add_test(tc, test_stale_lock_of_dead_pid_ignored);
     tcase_add_test(tc, test_stale_lock_by_age_ignored);
+    tcase_add_test(tc, test_lock_time_far_past_is_stale);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <dirent.h>
+#include <zstd.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -848,6 +849,25 @@ START_TEST(test_index_each)
 }
 END_TEST
 
+/* Regression (found by fuzz_object): a zstd frame declaring empty content made the decoder
+ * compute an offset from a NULL buffer (undefined behaviour). It decodes to nothing, and a
+ * frame record claiming a non-empty size for it is damage. */
+START_TEST(test_decompress_empty_content)
+{
+    uint8_t frame[64];
+    size_t n = ZSTD_compress(frame, sizeof(frame), "", 0, 3);
+    ck_assert(!ZSTD_isError(n));
+    pvb_buf out = PVB_BUF_INIT;
+    pvb_error err = {0};
+    int rc = pvb_decompress(PVB_COMPRESS_ZSTD, frame, n, 0, &out, &err);
+    ck_assert(rc == PVB_OK || rc == PVB_E_CORRUPT);
+    ck_assert_uint_eq(out.len, 0);
+    ck_assert_int_eq(pvb_repo_decompress_frame(PVB_COMPRESS_ZSTD, frame, n, 16, &out, &err),
+                     PVB_E_CORRUPT);
+    pvb_buf_free(&out);
+}
+END_TEST
+
 static Suite *repo_pack_suite(void)
 {
     Suite *s = suite_create("repo_pack");
@@ -867,6 +887,7 @@ static Suite *repo_pack_suite(void)
     tcase_add_test(tc, test_frames_encoding);
     tcase_add_test(tc, test_index_survives_reopen);
     tcase_add_test(tc, test_index_each);
+    tcase_add_test(tc, test_decompress_empty_content);
     suite_add_tcase(s, tc);
     return s;
 }
