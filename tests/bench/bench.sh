@@ -95,6 +95,7 @@ exec 9>"$WORKDIR/.lock"
 flock -n 9 || die "another benchmark is running in '$WORKDIR'"
 
 run_dir=$WORKDIR/run          # one (run, tool) at a time: vol, restored, repo, caches
+trash=$WORKDIR/trash          # finished runs, deleted only at the end (see below)
 logs=$WORKDIR/logs
 results_jsonl=$WORKDIR/bench-results.jsonl
 results=$WORKDIR/bench-results.json
@@ -108,14 +109,31 @@ cleanup() {
         chmod -R u+rwX "$run_dir" 2>/dev/null || true
         rm -rf "$run_dir"
     fi
+    if [[ -n "${trash:-}" && -d "$trash" ]]; then
+        chmod -R u+rwX "$trash" 2>/dev/null || true
+        rm -rf "$trash"
+    fi
     exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-chmod -R u+rwX "$run_dir" 2>/dev/null || true
-rm -rf "$run_dir" "$logs" "$results_jsonl"
-mkdir -p "$logs"
+chmod -R u+rwX "$run_dir" "$trash" 2>/dev/null || true
+deleted_some=0
+[[ -e "$run_dir" || -e "$trash" ]] && deleted_some=1
+rm -rf "$run_dir" "$trash" "$logs" "$results_jsonl"
+mkdir -p "$logs" "$trash"
+# Deleting tens of thousands of files makes the next creations slow for a minute on ext4
+# without a journal (its allocator skips inodes whose deletion time is recent, reading their
+# inode blocks one by one): a measurement taken then says more about the previous run's
+# cleanup than about the tool. So runs are moved aside, not deleted, until the end, and after
+# deleting an earlier benchmark's (or anything's) files the script lets them settle.
+if [[ "${SETTLE:-70}" -gt 0 ]]; then
+    [[ "$deleted_some" == 1 ]] && note "removed the leftovers of an earlier run"
+    note "letting recent deletions settle (${SETTLE:-70} s; SETTLE=0 skips)"
+    sync
+    sleep "${SETTLE:-70}"
+fi
 
 # Measure one binary throughout, even if the build directory is rebuilt meanwhile.
 pvb_sha=
@@ -379,9 +397,16 @@ for ((cur_run = 1; cur_run <= RUNS; cur_run++)); do
             mv "$repo" "$WORKDIR/kept/run$cur_run-$cur_tool"
         fi
         chmod -R u+rwX "$run_dir" 2>/dev/null || true
-        rm -rf "$run_dir"
+        free_kib=$(df -Pk "$WORKDIR" | awk 'NR==2 {print $4}')
+        if ((free_kib > (SIZE * 1024 * 4 + 4 * 1024 * 1024))); then
+            mv "$run_dir" "$trash/run$cur_run-$cur_tool"
+        else
+            rm -rf "$run_dir" # no room to keep it: later creations may be slowed (see above)
+        fi
     done
 done
+chmod -R u+rwX "$trash" 2>/dev/null || true
+rm -rf "$trash"
 
 python3 "$helper" report "$results"
 echo
