@@ -54,6 +54,17 @@ void pvb_test_write_file(const char *path, const void *data, size_t len)
     close(fd);
 }
 
+void pvb_test_fill_random(uint8_t *buf, size_t len, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t pos = 0; pos < len; pos++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        buf[pos] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
+    }
+}
+
 int pvb_test_run(Suite *s)
 {
     SRunner *sr = srunner_create(s);

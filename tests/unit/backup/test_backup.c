@@ -70,22 +70,11 @@ static const char *sp(const char *rel)
     return p;
 }
 
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t pos = 0; pos < len; pos++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        buf[pos] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
-}
-
 static void write_random(const char *rel, size_t len, uint64_t seed)
 {
     uint8_t *data = malloc(len ? len : 1);
     ck_assert_ptr_nonnull(data);
-    fill_random(data, len, seed);
+    pvb_test_fill_random(data, len, seed);
     pvb_test_write_file(sp(rel), data, len);
     free(data);
 }
@@ -451,7 +440,7 @@ START_TEST(test_duplicate_blocks_stored_once)
     write_random("one", 65536, 3);
     write_random("two", 65536, 3);
     uint8_t *same = malloc(8 * 32768);
-    fill_random(same, 32768, 4);
+    pvb_test_fill_random(same, 32768, 4);
     for (size_t bno = 1; bno < 8; bno++)
         memcpy(same + bno * 32768, same, 32768);
     pvb_test_write_file(sp("repeat"), same, 8 * 32768);
@@ -472,7 +461,7 @@ START_TEST(test_sparse_file_keeps_extents)
     int fd = open(sp("sparse"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ck_assert_int_ge(fd, 0);
     uint8_t block[4096];
-    fill_random(block, sizeof(block), 11);
+    pvb_test_fill_random(block, sizeof(block), 11);
     ck_assert_int_eq(pwrite(fd, block, sizeof(block), 0), (ssize_t)sizeof(block));
     ck_assert_int_eq(pwrite(fd, block, sizeof(block), 5 << 20), (ssize_t)sizeof(block));
     ck_assert_int_eq(ftruncate(fd, 10 << 20), 0);

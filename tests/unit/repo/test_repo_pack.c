@@ -67,18 +67,6 @@ static pvb_repo *make_repo(bool encrypted)
     return repo;
 }
 
-/* Deterministic pseudo-random bytes (xorshift64*): incompressible, reproducible. */
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t pos = 0; pos < len; pos++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        buf[pos] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
-}
-
 static void fill_text(uint8_t *buf, size_t len, unsigned seed)
 {
     static const char *words[] = {"backup ", "restore ", "volume ", "snapshot ", "pack\n"};
@@ -186,7 +174,7 @@ START_TEST(test_claim_semantics)
     pvb_repo *repo = make_repo(false);
     uint8_t data[3000];
     pvb_id a;
-    fill_random(data, sizeof(data), 1);
+    pvb_test_fill_random(data, sizeof(data), 1);
 
     pvb_packer *p1 = new_packer(repo, true);
     add_frame(repo, p1, data, 1000, 1, true, &a); /* claims a */
@@ -243,8 +231,8 @@ static void check_frames_round_trip(bool encrypted)
     uint8_t *text = malloc(text_len), *rnd = malloc(rnd_len), *rnd2 = malloc(rnd_len);
     ck_assert(text && rnd && rnd2);
     fill_text(text, text_len, 0);
-    fill_random(rnd, rnd_len, 2);
-    fill_random(rnd2, rnd_len, 3);
+    pvb_test_fill_random(rnd, rnd_len, 2);
+    pvb_test_fill_random(rnd2, rnd_len, 3);
     pvb_id text_ids[4], rnd_ids[1], rnd2_ids[2], small_ids[1], plain_ids[1];
     uint8_t small[10] = "tiny blob";
 
@@ -357,7 +345,7 @@ START_TEST(test_many_frames_split_packs)
     uint8_t *data = malloc(total);
     pvb_id *ids = calloc(SPLIT_FRAMES * SPLIT_BLOBS, sizeof(*ids));
     ck_assert(data && ids);
-    fill_random(data, total, 42);
+    pvb_test_fill_random(data, total, 42);
     pvb_packer *p = new_packer(repo, true);
     for (size_t fno = 0; fno < SPLIT_FRAMES; fno++)
         add_frame(repo, p, data + fno * SPLIT_FRAME_LEN, SPLIT_FRAME_LEN, SPLIT_BLOBS, false,
@@ -425,7 +413,7 @@ static uint8_t *one_pack(pvb_repo *repo, pvb_id ids[6], size_t *len, char *name,
 {
     uint8_t text[60000], rnd[40000];
     fill_text(text, sizeof(text), 1);
-    fill_random(rnd, sizeof(rnd), 7);
+    pvb_test_fill_random(rnd, sizeof(rnd), 7);
     pvb_packer *p = new_packer(repo, true);
     add_frame(repo, p, text, sizeof(text), 3, true, ids);
     add_frame(repo, p, rnd, sizeof(rnd), 2, true, ids + 3);
@@ -772,7 +760,7 @@ START_TEST(test_index_survives_reopen)
     for (size_t pno = 0; pno < 2; pno++) { /* two backups: two index files */
         pvb_packer *p = new_packer(repo, true);
         for (size_t bno = pno * N / 2; bno < (pno + 1) * N / 2; bno++) {
-            fill_random(data[bno], sizeof(data[bno]), bno + 100);
+            pvb_test_fill_random(data[bno], sizeof(data[bno]), bno + 100);
             add_frame(repo, p, data[bno], sizeof(data[bno]), 1, true, &ids[bno]);
         }
         finish(p);

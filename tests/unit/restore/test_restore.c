@@ -63,22 +63,11 @@ static const char *in(const char *root, const char *rel)
     return p;
 }
 
-static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t pos = 0; pos < len; pos++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        buf[pos] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
-}
-
 static void write_random(const char *rel, size_t len, uint64_t seed)
 {
     uint8_t *data = malloc(len ? len : 1);
     ck_assert_ptr_nonnull(data);
-    fill_random(data, len, seed);
+    pvb_test_fill_random(data, len, seed);
     pvb_test_write_file(in(src, rel), data, len);
     free(data);
 }
@@ -237,7 +226,7 @@ static void rich_tree(void)
     /* sparse: data, a hole, data, and a hole at the end */
     int fd = open(in(src, "sparse"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     uint8_t block[8192];
-    fill_random(block, sizeof(block), 3);
+    pvb_test_fill_random(block, sizeof(block), 3);
     ck_assert_int_eq(pwrite(fd, block, sizeof(block), 0), (ssize_t)sizeof(block));
     ck_assert_int_eq(pwrite(fd, block, 4096, 3 << 20), 4096);
     ck_assert_int_eq(ftruncate(fd, 8 << 20), 0);

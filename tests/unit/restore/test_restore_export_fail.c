@@ -68,13 +68,7 @@ static const char *in(const char *root, const char *rel)
 static void write_random(const char *rel, size_t len, uint64_t seed)
 {
     uint8_t *data = malloc(len);
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t pos = 0; pos < len; pos++) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        data[pos] = (uint8_t)((x * 0x2545F4914F6CDD1Dull) >> 56);
-    }
+    pvb_test_fill_random(data, len, seed);
     pvb_test_write_file(in(src, rel), data, len);
     free(data);
 }
