@@ -7,6 +7,9 @@
 #define PVB_FUZZ_COMMON_H
 
 #include "pvbackup/common.h"
+#include "pvbackup/storage.h"
+#include "pvbackup/log.h"
+#include "pvbackup/repo.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -153,6 +156,35 @@ static inline void pvb_fuzz_write_file(const char *path, const void *data, size_
         len -= (size_t)n;
     }
     PVB_FUZZ_SETUP(close(fd) == 0, path);
+}
+
+/* One scratch unencrypted repository per fuzz process, removed at exit: the harnesses that
+ * need a pvb_repo (locks, objects, pack headers) share it through these. */
+static char pvb_fuzz_repo_dir[PATH_MAX];
+static pvb_storage *pvb_fuzz_storage;
+static pvb_repo *pvb_fuzz_repo;
+
+static inline void pvb_fuzz_repo_cleanup(void)
+{
+    pvb_repo_free(pvb_fuzz_repo);
+    pvb_storage_free(pvb_fuzz_storage);
+    pvb_fuzz_rmtree(pvb_fuzz_repo_dir);
+}
+
+static inline pvb_repo *pvb_fuzz_scratch_repo(const char *tag)
+{
+    pvb_error err = {0};
+    pvb_repo_init_options opts = {.encrypted = false};
+    pvb_log_configure(PVB_LOG_QUIET, PVB_LOG_TEXT);
+    pvb_fuzz_mkdtemp(tag, pvb_fuzz_repo_dir);
+    if (pvb_storage_open(pvb_fuzz_repo_dir, NULL, true, &pvb_fuzz_storage, &err) != PVB_OK ||
+        pvb_repo_init(pvb_fuzz_storage, &opts, NULL, &err) != PVB_OK ||
+        pvb_repo_open(pvb_fuzz_storage, NULL, 0, &pvb_fuzz_repo, &err) != PVB_OK) {
+        fprintf(stderr, "fuzz setup failed: %s\n", err.msg);
+        exit(2);
+    }
+    atexit(pvb_fuzz_repo_cleanup);
+    return pvb_fuzz_repo;
 }
 
 #endif

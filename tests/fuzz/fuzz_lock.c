@@ -16,32 +16,13 @@
 
 #define LOCK_NAME "locks/0123456789abcdef0123456789abcdef"
 
-static char g_repo_dir[PATH_MAX];
-static pvb_storage *g_storage;
 static pvb_repo *g_repo;
-
-static void cleanup(void)
-{
-    pvb_repo_free(g_repo);
-    pvb_storage_free(g_storage);
-    pvb_fuzz_rmtree(g_repo_dir);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    pvb_error err = {0};
-    pvb_repo_init_options opts = {.encrypted = false};
     PVB_UNUSED(argc);
     PVB_UNUSED(argv);
-    pvb_log_configure(PVB_LOG_QUIET, PVB_LOG_TEXT);
-    pvb_fuzz_mkdtemp("fuzz-lock", g_repo_dir);
-    if (pvb_storage_open(g_repo_dir, NULL, true, &g_storage, &err) != PVB_OK ||
-        pvb_repo_init(g_storage, &opts, NULL, &err) != PVB_OK ||
-        pvb_repo_open(g_storage, NULL, 0, &g_repo, &err) != PVB_OK) {
-        fprintf(stderr, "fuzz setup failed: %s\n", err.msg);
-        exit(2);
-    }
-    atexit(cleanup);
+    g_repo = pvb_fuzz_scratch_repo("fuzz-lock");
     return 0;
 }
 
@@ -49,7 +30,7 @@ static size_t count_locks(void)
 {
     char path[PATH_MAX];
     size_t n = 0;
-    snprintf(path, sizeof(path), "%s/locks", g_repo_dir);
+    snprintf(path, sizeof(path), "%s/locks", pvb_fuzz_repo_dir);
     DIR *d = opendir(path);
     PVB_FUZZ_CHECK(d != NULL, "no locks directory");
     struct dirent *ent;
@@ -66,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pvb_lock *lock = NULL;
     PVB_FUZZ_SETUP(
         pvb_crypto_seal(pvb_repo_key(g_repo), "locks", 5, data, size, &sealed, &err) == PVB_OK &&
-            pvb_storage_put(g_storage, LOCK_NAME, sealed.data, sealed.len, &err) == PVB_OK,
+            pvb_storage_put(pvb_fuzz_storage, LOCK_NAME, sealed.data, sealed.len, &err) == PVB_OK,
         "storing the lock record");
     pvb_buf_free(&sealed);
     int rc = pvb_lock_acquire(g_repo, true, "fuzz", &lock, &err);

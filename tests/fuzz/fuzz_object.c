@@ -17,32 +17,13 @@
 
 #define OBJECT_HEADER_LEN 8
 
-static char g_repo_dir[PATH_MAX];
-static pvb_storage *g_storage;
 static pvb_repo *g_repo;
-
-static void cleanup(void)
-{
-    pvb_repo_free(g_repo);
-    pvb_storage_free(g_storage);
-    pvb_fuzz_rmtree(g_repo_dir);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    pvb_error err = {0};
-    pvb_repo_init_options opts = {.encrypted = false};
     PVB_UNUSED(argc);
     PVB_UNUSED(argv);
-    pvb_log_configure(PVB_LOG_QUIET, PVB_LOG_TEXT);
-    pvb_fuzz_mkdtemp("fuzz-object", g_repo_dir);
-    if (pvb_storage_open(g_repo_dir, NULL, true, &g_storage, &err) != PVB_OK ||
-        pvb_repo_init(g_storage, &opts, NULL, &err) != PVB_OK ||
-        pvb_repo_open(g_storage, NULL, 0, &g_repo, &err) != PVB_OK) {
-        fprintf(stderr, "fuzz setup failed: %s\n", err.msg);
-        exit(2);
-    }
-    atexit(cleanup);
+    g_repo = pvb_fuzz_scratch_repo("fuzz-object");
     return 0;
 }
 
@@ -59,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pvb_crypto_sha256(sealed.data, sealed.len, hash);
     pvb_hex_encode(hash, sizeof(hash), hex);
     snprintf(name, sizeof(name), "index/%s", hex);
-    PVB_FUZZ_SETUP(pvb_storage_put(g_storage, name, sealed.data, sealed.len, &err) == PVB_OK,
+    PVB_FUZZ_SETUP(pvb_storage_put(pvb_fuzz_storage, name, sealed.data, sealed.len, &err) == PVB_OK,
                    "storing the object");
     int rc = pvb_repo_get_object(g_repo, "index", hex, &plain, &err);
     if (rc == PVB_OK) {
@@ -75,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         PVB_FUZZ_CHECK(rc == PVB_E_CORRUPT || rc == PVB_E_NOMEM, "unexpected error %d: %s", rc,
                        err.msg);
     }
-    PVB_FUZZ_SETUP(pvb_storage_delete(g_storage, name, &err) == PVB_OK, "deleting the object");
+    PVB_FUZZ_SETUP(pvb_storage_delete(pvb_fuzz_storage, name, &err) == PVB_OK,
+                   "deleting the object");
 
     if (size >= OBJECT_HEADER_LEN) {
         size_t raw_len = ((size_t)data[6] | (size_t)data[7] << 8) * 16;

@@ -17,32 +17,13 @@
 
 #define NONE_SUM_LEN 16
 
-static char g_repo_dir[PATH_MAX];
-static pvb_storage *g_storage;
 static pvb_repo *g_repo;
-
-static void cleanup(void)
-{
-    pvb_repo_free(g_repo);
-    pvb_storage_free(g_storage);
-    pvb_fuzz_rmtree(g_repo_dir);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    pvb_error err = {0};
-    pvb_repo_init_options opts = {.encrypted = false};
     PVB_UNUSED(argc);
     PVB_UNUSED(argv);
-    pvb_log_configure(PVB_LOG_QUIET, PVB_LOG_TEXT);
-    pvb_fuzz_mkdtemp("fuzz-pack", g_repo_dir);
-    if (pvb_storage_open(g_repo_dir, NULL, true, &g_storage, &err) != PVB_OK ||
-        pvb_repo_init(g_storage, &opts, NULL, &err) != PVB_OK ||
-        pvb_repo_open(g_storage, NULL, 0, &g_repo, &err) != PVB_OK) {
-        fprintf(stderr, "fuzz setup failed: %s\n", err.msg);
-        exit(2);
-    }
-    atexit(cleanup);
+    g_repo = pvb_fuzz_scratch_repo("fuzz-pack");
     return 0;
 }
 
