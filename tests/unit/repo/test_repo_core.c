@@ -276,6 +276,27 @@ START_TEST(test_config_corrupt)
 }
 END_TEST
 
+/* A changed byte inside a valid-looking value (the config stays valid JSON) is caught by the
+ * config's checksum and reported as damage, not taken as another setting. */
+START_TEST(test_config_checksum_catches_changed_value)
+{
+    size_t len;
+    pvb_repo *repo = NULL;
+    pvb_error err = {0};
+    init_repo(false, NULL);
+    uint8_t *text = read_whole(path_in_repo("config"), &len);
+    char *at = strstr((char *)text, "\"zstd\"");
+    ck_assert_ptr_nonnull(at);
+    at[4] = 'a'; /* "zstd" -> "zsta" */
+    replace_config((const char *)text);
+    free(text);
+    ck_assert_int_eq(pvb_repo_open(st, NULL, 0, &repo, &err), PVB_E_CORRUPT);
+    ck_assert_ptr_null(repo);
+    ck_assert_msg(strstr(err.msg, "repository config is damaged") != NULL, "message: %s", err.msg);
+    ck_assert_int_ne(err.hint[0], '\0');
+}
+END_TEST
+
 START_TEST(test_encrypted_without_keys)
 {
     init_repo(true, NULL);
@@ -484,6 +505,7 @@ static Suite *repo_core_suite(void)
     tcase_add_test(tc, test_init_needs_password);
     tcase_add_test(tc, test_config_version_2);
     tcase_add_test(tc, test_config_corrupt);
+    tcase_add_test(tc, test_config_checksum_catches_changed_value);
     tcase_add_test(tc, test_encrypted_without_keys);
     tcase_add_test(tc, test_object_round_trip_encrypted);
     tcase_add_test(tc, test_object_round_trip_none);
