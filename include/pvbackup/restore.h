@@ -18,6 +18,7 @@ typedef struct pvb_disk_writer pvb_disk_writer;
 typedef struct pvb_disk_writer_options {
     bool overwrite;     /* replace existing entries instead of failing */
     bool restore_owner; /* chown to the recorded uid/gid */
+    bool buffered_io;   /* never O_DIRECT: large files go through the page cache too */
 } pvb_disk_writer_options;
 
 int pvb_disk_writer_new(const char *target_dir, const pvb_disk_writer_options *opts,
@@ -46,6 +47,7 @@ typedef struct pvb_restore_options {
     bool restore_owner; /* chown to recorded ids (default: when running as root) */
     int threads;        /* fetch threads; 0: number of CPUs */
     int writers;        /* threads creating files; 0: one (see restore.c for why) */
+    bool buffered_io;   /* no O_DIRECT for large files (see writer.c) */
     bool progress;
 } pvb_restore_options;
 

@@ -12,7 +12,7 @@
 const pvb_cli_help pvb_cli_help_restore = {
     .name = "restore",
     .usage = "pvbackup restore --repo URL SNAPSHOT --target DIR [--include PATH]... [--overwrite]\n"
-             "[--volume NAME] [--no-owner] [--threads N] [--json]",
+             "[--volume NAME] [--no-owner] [--threads N] [--buffered-io] [--json]",
     .description =
         "Restore a snapshot, or the paths given with --include, into the directory DIR (created\n"
         "if missing), with owners, modes, times, xattrs, ACLs, hard links and sparse files.\n"
@@ -26,6 +26,8 @@ const pvb_cli_help pvb_cli_help_restore = {
                "      --volume NAME         the volume whose snapshot 'latest' means\n"
                "      --no-owner            do not restore owners (the default when not root)\n"
                "      --threads N           worker threads (default: number of CPUs)\n"
+               "      --buffered-io         write large files through the page cache too (by\n"
+               "                            default files of 1 MiB and more use O_DIRECT)\n"
                "      --json                print the result as one JSON object\n",
     .examples =
         "  pvbackup restore --repo /backups/repo latest --volume pg-data --target /mnt/new\n"
@@ -41,6 +43,7 @@ enum {
     OPT_VOLUME,
     OPT_NO_OWNER,
     OPT_THREADS,
+    OPT_BUFFERED_IO,
     OPT_JSON,
 };
 
@@ -55,6 +58,7 @@ typedef struct restore_args {
     const char *volume;
     bool no_owner;
     long threads;
+    bool buffered_io;
     bool json;
 } restore_args;
 
@@ -110,6 +114,9 @@ static int restore_option(int opt, const char *arg, void *ctx, pvb_cli_common *c
         if (!pvb_cli_parse_long(arg, 0, 1024, &a->threads)) {
             return pvb_cli_usage(c, "--threads takes a number from 0 (automatic) to 1024");
         }
+        return PVB_CLI_CONTINUE;
+    case OPT_BUFFERED_IO:
+        a->buffered_io = true;
         return PVB_CLI_CONTINUE;
     case OPT_JSON:
         a->json = true;
@@ -207,6 +214,7 @@ int pvb_cli_cmd_restore(int argc, char **argv)
         {"volume", required_argument, NULL, OPT_VOLUME},
         {"no-owner", no_argument, NULL, OPT_NO_OWNER},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"buffered-io", no_argument, NULL, OPT_BUFFERED_IO},
         {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
@@ -262,6 +270,7 @@ int pvb_cli_cmd_restore(int argc, char **argv)
     opts.overwrite = a.overwrite;
     opts.restore_owner = !a.no_owner && geteuid() == 0;
     opts.threads = (int)a.threads;
+    opts.buffered_io = a.buffered_io;
     opts.progress = c.progress;
     rc = pvb_restore_run(r.repo, &snap, &opts, &res, &err);
     if (rc != PVB_OK && rc != PVB_E_PARTIAL) {

@@ -764,7 +764,8 @@ int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_
     }
     progress = pvb_progress_new("restore", total, !opts->progress);
     pvb_disk_writer_options wo = {.overwrite = opts->overwrite,
-                                  .restore_owner = opts->restore_owner};
+                                  .restore_owner = opts->restore_owner,
+                                  .buffered_io = opts->buffered_io};
     int want = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (want < 1)
         want = 1;
