@@ -30,18 +30,30 @@ enum pvb_storage_feature {
 };
 
 typedef struct pvb_storage_options {
-    /* S3 options; ignored by the local backend. All strings borrowed for the call only. */
-    const char *s3_endpoint;
-    const char *s3_region;
-    bool s3_path_style;
+    /* S3 options; ignored by the local backend. All strings borrowed for the call only; NULL
+     * or 0 means the default (docs/cli.md names the environment variables read then). */
+    const char *s3_endpoint; /* scheme://host[:port]; default AWS_ENDPOINT_URL(_S3) or AWS */
+    const char *s3_region;   /* default AWS_REGION, AWS_DEFAULT_REGION, us-east-1 */
+    bool s3_path_style;      /* forced on for IP endpoints and dotted buckets over TLS */
     const char *s3_ca_file;
     bool s3_insecure_tls;
-    int upload_concurrency;
-    uint64_t limit_upload_bps;
+    /* credentials from files (Kubernetes Secret mounts) instead of AWS_ACCESS_KEY_ID,
+     * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN */
+    const char *s3_access_key_file;
+    const char *s3_secret_key_file;
+    const char *s3_session_token_file;
+    const char *s3_storage_class;    /* x-amz-storage-class, e.g. STANDARD_IA */
+    const char *s3_sse;              /* x-amz-server-side-encryption: AES256 or aws:kms */
+    const char *s3_sse_kms_key_id;   /* with aws:kms */
+    int s3_timeout_seconds;          /* a transfer without progress this long fails (60) */
+    uint64_t s3_multipart_threshold; /* objects this large use multipart uploads (64 MiB) */
+    uint64_t s3_part_size;           /* size of each part (16 MiB, at least 5 MiB) */
+    int upload_concurrency;          /* uploads at once (4) */
+    uint64_t limit_upload_bps;       /* bytes per second over all uploads; 0: no limit */
     uint64_t limit_download_bps;
-    /* retry policy (0 = defaults) */
-    int retry_max_attempts;
-    int retry_max_seconds;
+    /* retry policy */
+    int retry_max_attempts; /* attempts per request (8) */
+    int retry_max_seconds;  /* time one request may spend retrying (120) */
 } pvb_storage_options;
 
 typedef struct pvb_storage_stats {
@@ -81,6 +93,12 @@ int pvb_storage_head(pvb_storage *st, const char *name, uint64_t *size, pvb_erro
 int pvb_storage_list(pvb_storage *st, const char *prefix, pvb_storage_list_fn fn, void *ctx,
                      pvb_error *err);
 int pvb_storage_delete(pvb_storage *st, const char *name, pvb_error *err);
+/* Delete several objects (S3: DeleteObjects, 1000 per request). Missing ones are no error. */
+int pvb_storage_delete_many(pvb_storage *st, const char *const *names, size_t n, pvb_error *err);
+
+/* How many uploads to run at once: the configured --upload-concurrency, or 0 when the
+ * backend has no preference (callers choose). */
+int pvb_storage_upload_concurrency(const pvb_storage *st);
 
 void pvb_storage_get_stats(const pvb_storage *st, pvb_storage_stats *out);
 

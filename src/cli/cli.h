@@ -90,6 +90,24 @@ enum pvb_cli_opt {
     PVB_CLI_OPT_S3_REGION,
     PVB_CLI_OPT_S3_PATH_STYLE,
     PVB_CLI_OPT_S3_CA_FILE,
+    /* storage options handled in cli_storage.c: PVB_CLI_OPT_STORAGE_FIRST.._LAST */
+    PVB_CLI_OPT_STORAGE_FIRST = 0x1800,
+    PVB_CLI_OPT_S3_INSECURE_TLS = PVB_CLI_OPT_STORAGE_FIRST,
+    PVB_CLI_OPT_S3_ACCESS_KEY_FILE,
+    PVB_CLI_OPT_S3_SECRET_KEY_FILE,
+    PVB_CLI_OPT_S3_SESSION_TOKEN_FILE,
+    PVB_CLI_OPT_S3_STORAGE_CLASS,
+    PVB_CLI_OPT_S3_SSE,
+    PVB_CLI_OPT_S3_SSE_KMS_KEY_ID,
+    PVB_CLI_OPT_S3_TIMEOUT,
+    PVB_CLI_OPT_S3_MAX_RETRIES,
+    PVB_CLI_OPT_S3_RETRY_TIME,
+    PVB_CLI_OPT_S3_MULTIPART_THRESHOLD,
+    PVB_CLI_OPT_S3_PART_SIZE,
+    PVB_CLI_OPT_UPLOAD_CONCURRENCY,
+    PVB_CLI_OPT_LIMIT_UPLOAD,
+    PVB_CLI_OPT_LIMIT_DOWNLOAD,
+    PVB_CLI_OPT_STORAGE_LAST = PVB_CLI_OPT_LIMIT_DOWNLOAD,
     PVB_CLI_OPT_LOCAL = 0x2000, /* first value free for a command's own long options */
 };
 
@@ -111,8 +129,23 @@ enum pvb_cli_opt {
         {"s3-endpoint", required_argument, NULL, PVB_CLI_OPT_S3_ENDPOINT},                         \
         {"s3-region", required_argument, NULL, PVB_CLI_OPT_S3_REGION},                             \
         {"s3-path-style", no_argument, NULL, PVB_CLI_OPT_S3_PATH_STYLE},                           \
+        {"s3-ca-file", required_argument, NULL, PVB_CLI_OPT_S3_CA_FILE},                           \
+        {"s3-insecure-tls", no_argument, NULL, PVB_CLI_OPT_S3_INSECURE_TLS},                       \
+        {"s3-access-key-file", required_argument, NULL, PVB_CLI_OPT_S3_ACCESS_KEY_FILE},           \
+        {"s3-secret-key-file", required_argument, NULL, PVB_CLI_OPT_S3_SECRET_KEY_FILE},           \
+        {"s3-session-token-file", required_argument, NULL, PVB_CLI_OPT_S3_SESSION_TOKEN_FILE},     \
+        {"s3-storage-class", required_argument, NULL, PVB_CLI_OPT_S3_STORAGE_CLASS},               \
+        {"s3-sse", required_argument, NULL, PVB_CLI_OPT_S3_SSE},                                   \
+        {"s3-sse-kms-key-id", required_argument, NULL, PVB_CLI_OPT_S3_SSE_KMS_KEY_ID},             \
+        {"s3-timeout", required_argument, NULL, PVB_CLI_OPT_S3_TIMEOUT},                           \
+        {"s3-max-retries", required_argument, NULL, PVB_CLI_OPT_S3_MAX_RETRIES},                   \
+        {"s3-retry-time", required_argument, NULL, PVB_CLI_OPT_S3_RETRY_TIME},                     \
+        {"s3-multipart-threshold", required_argument, NULL, PVB_CLI_OPT_S3_MULTIPART_THRESHOLD},   \
+        {"s3-part-size", required_argument, NULL, PVB_CLI_OPT_S3_PART_SIZE},                       \
+        {"upload-concurrency", required_argument, NULL, PVB_CLI_OPT_UPLOAD_CONCURRENCY},           \
+        {"limit-upload", required_argument, NULL, PVB_CLI_OPT_LIMIT_UPLOAD},                       \
     {                                                                                              \
-        "s3-ca-file", required_argument, NULL, PVB_CLI_OPT_S3_CA_FILE                              \
+        "limit-download", required_argument, NULL, PVB_CLI_OPT_LIMIT_DOWNLOAD                      \
     }
 
 /* Returned by option handlers and pvb_cli_parse to mean "go on"; any other value is the
@@ -220,6 +253,19 @@ int pvb_cli_resolve(pvb_repo *repo, const char *spec, const char *volume, pvb_sn
 bool pvb_cli_volume_valid(const char *name);
 /* Parse a decimal integer in [min, max]. */
 bool pvb_cli_parse_long(const char *s, long min, long max, long *out);
+/* A byte count: digits with an optional binary suffix (K, KiB, M, MiB, G, GiB; case does not
+ * matter). */
+bool pvb_cli_parse_size(const char *s, uint64_t *out);
+
+/* ---- storage options (cli_storage.c) ---- */
+
+/* Help for the storage (S3) options, appended to every repository command's help. */
+extern const char pvb_cli_storage_help[];
+/* Handle one of PVB_CLI_OPT_STORAGE_FIRST.._LAST; returns PVB_CLI_CONTINUE or an exit code. */
+int pvb_cli_storage_option(pvb_cli_common *c, int opt, const char *arg);
+/* Defaults from the environment for what was not given on the command line; called once
+ * after parsing. Returns PVB_CLI_CONTINUE or an exit code. */
+int pvb_cli_storage_env(pvb_cli_common *c);
 /* Normalise a path inside a snapshot given by a user: leading "/" and "./", repeated and
  * trailing slashes and "." components are dropped; ".." is refused (PVB_E_USAGE). "" means the
  * whole snapshot. *out is malloc'ed. */

@@ -35,10 +35,14 @@ static const char common_help[] =
     "      --catalog PATH        local catalog database (env PVBACKUP_CATALOG; default\n"
     "                            $XDG_CACHE_HOME/pvbackup/catalog.db or\n"
     "                            ~/.cache/pvbackup/catalog.db)\n"
-    "      --s3-endpoint URL     S3 endpoint (env PVBACKUP_S3_ENDPOINT)\n"
-    "      --s3-region REGION    S3 region (env PVBACKUP_S3_REGION)\n"
-    "      --s3-path-style       path-style S3 requests (env PVBACKUP_S3_PATH_STYLE=1)\n"
+    "      --s3-endpoint URL     S3 endpoint, scheme://host[:port] (env PVBACKUP_S3_ENDPOINT,\n"
+    "                            AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; default AWS)\n"
+    "      --s3-region REGION    S3 region (env PVBACKUP_S3_REGION, AWS_REGION or\n"
+    "                            AWS_DEFAULT_REGION; default us-east-1)\n"
+    "      --s3-path-style       path-style S3 requests (env PVBACKUP_S3_PATH_STYLE=1;\n"
+    "                            always for an IP address endpoint)\n"
     "      --s3-ca-file FILE     CA bundle for the S3 endpoint (env PVBACKUP_S3_CA_FILE)\n"
+    "      (more S3 options below)\n"
     "\n"
     "Output options:\n"
     "      --log-level LEVEL     debug, info, warn or error (env PVBACKUP_LOG_LEVEL;\n"
@@ -67,7 +71,7 @@ void pvb_cli_help_print(const pvb_cli_help *help, FILE *f)
         fprintf(f, "\nOptions:\n%s", help->options);
     }
     if (help->repo_options) {
-        fprintf(f, "\n%s", common_help);
+        fprintf(f, "\n%s\n%s", common_help, pvb_cli_storage_help);
     } else {
         fputs("  -h, --help                show this help\n", f);
     }
@@ -190,7 +194,6 @@ void pvb_cli_common_init(pvb_cli_common *c, const pvb_cli_help *help)
     c->storage.s3_region = env_nonempty("PVBACKUP_S3_REGION");
     c->storage.s3_path_style = env_true("PVBACKUP_S3_PATH_STYLE");
     c->storage.s3_ca_file = env_nonempty("PVBACKUP_S3_CA_FILE");
-    c->storage.s3_insecure_tls = env_true("PVBACKUP_S3_INSECURE_TLS");
 }
 
 static const struct option *find_long(const struct option *longopts, const char *name, size_t len)
@@ -337,6 +340,9 @@ static int common_option(pvb_cli_common *c, int opt, const char *arg, int argc, 
         }
         return pvb_cli_usage(c, "option '-%c' needs a value", optopt);
     default:
+        if (opt >= PVB_CLI_OPT_STORAGE_FIRST && opt <= PVB_CLI_OPT_STORAGE_LAST) {
+            return pvb_cli_storage_option(c, opt, arg);
+        }
         return NOT_COMMON;
     }
 }
@@ -344,6 +350,7 @@ static int common_option(pvb_cli_common *c, int opt, const char *arg, int argc, 
 static int finish_common(pvb_cli_common *c)
 {
     const char *env;
+    int rc;
 
     if (!c->log_format_set && (env = env_nonempty("PVBACKUP_LOG_FORMAT")) != NULL) {
         if (strcmp(env, "json") == 0) {
@@ -372,6 +379,9 @@ static int finish_common(pvb_cli_common *c)
     }
     pvb_log_configure(c->log_level, c->log_format);
     log_format_json = c->log_format == PVB_LOG_JSON;
+    if (c->help->repo_options && (rc = pvb_cli_storage_env(c)) != PVB_CLI_CONTINUE) {
+        return rc;
+    }
     if (c->help->repo_options && (c->repo_url == NULL || c->repo_url[0] == '\0')) {
         return pvb_cli_usage(c, "no repository given: pass --repo or set PVBACKUP_REPO");
     }

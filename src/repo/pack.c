@@ -189,6 +189,8 @@ int pvb_packer_new(pvb_repo *repo, bool dedup, int upload_threads, pvb_packer **
     unsigned features = pvb_storage_features(pvb_repo_storage(repo));
     /* A local disk gains nothing from many writers; remote stores hide latency with more. */
     if (upload_threads <= 0)
+        upload_threads = pvb_storage_upload_concurrency(pvb_repo_storage(repo));
+    if (upload_threads <= 0)
         upload_threads = (features & PVB_STORAGE_FEAT_LOCAL) ? 2 : 4;
     p->n_threads = (size_t)upload_threads;
     p->max_queued = p->n_threads + 1;

@@ -21,6 +21,7 @@ struct pvb_storage {
     _Atomic uint64_t bytes_written;
     _Atomic uint64_t bytes_read;
     _Atomic uint64_t retries;
+    int upload_concurrency;
 };
 
 /* A scheme's opener receives the text after "scheme://". NULL: known, not built yet. */
@@ -35,7 +36,7 @@ static const struct {
     url_open_fn open;
 } url_schemes[] = {
     {"file", open_file_url},
-    {"s3", NULL},
+    {"s3", pvb_storage_s3_open},
 };
 
 /* Longest scheme we bother to parse; longer "xxx://" strings are read as local paths. */
@@ -383,10 +384,49 @@ int pvb_storage_delete(pvb_storage *st, const char *name, pvb_error *err)
     return st->ops->del(st->impl, name, err);
 }
 
+int pvb_storage_delete_many(pvb_storage *st, const char *const *names, size_t n, pvb_error *err)
+{
+    for (size_t idx = 0; idx < n; idx++) {
+        int rc = check_name("object name", names[idx], err);
+        if (rc != PVB_OK)
+            return rc;
+    }
+    if (n == 0)
+        return PVB_OK;
+    if (st->ops->del_many != NULL) {
+        count_request(st);
+        return st->ops->del_many(st->impl, names, n, err);
+    }
+    for (size_t idx = 0; idx < n; idx++) {
+        count_request(st);
+        int rc = st->ops->del(st->impl, names[idx], err);
+        if (rc != PVB_OK)
+            return rc;
+    }
+    return PVB_OK;
+}
+
+void pvb_storage_set_upload_concurrency(pvb_storage *st, int n)
+{
+    st->upload_concurrency = n > 0 ? n : 0;
+}
+
+int pvb_storage_upload_concurrency(const pvb_storage *st)
+{
+    return st->upload_concurrency;
+}
+
 void pvb_storage_get_stats(const pvb_storage *st, pvb_storage_stats *out)
 {
     out->requests = atomic_load_explicit(&st->requests, memory_order_relaxed);
     out->bytes_written = atomic_load_explicit(&st->bytes_written, memory_order_relaxed);
     out->bytes_read = atomic_load_explicit(&st->bytes_read, memory_order_relaxed);
     out->retries = atomic_load_explicit(&st->retries, memory_order_relaxed);
+    if (st->ops->stats != NULL) {
+        /* the backend counts what went over the wire: parts, retries */
+        pvb_storage_stats own = *out;
+        st->ops->stats(st->impl, &own);
+        out->requests = own.requests;
+        out->retries = own.retries;
+    }
 }

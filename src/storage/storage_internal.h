@@ -18,6 +18,10 @@ typedef struct pvb_storage_ops {
      * returns that value as is, leaving err alone: the wrapper turns it into a code. */
     int (*list)(void *impl, const char *prefix, pvb_storage_list_fn fn, void *ctx, pvb_error *err);
     int (*del)(void *impl, const char *name, pvb_error *err);
+    /* optional: delete several objects in few requests (NULL: one del per name) */
+    int (*del_many)(void *impl, const char *const *names, size_t n, pvb_error *err);
+    /* optional: the backend's own request and retry counts (HTTP requests, multipart parts) */
+    void (*stats)(void *impl, pvb_storage_stats *out);
     void (*free)(void *impl);
 } pvb_storage_ops;
 
@@ -33,6 +37,13 @@ int pvb_storage_wrap(const pvb_storage_ops *ops, void *impl, unsigned features,
  * when valid, else a static description of the problem. Backends use it to drop names read
  * from storage (directory entries, S3 listings) that no valid object can have. */
 const char *pvb_storage_name_check(const char *name);
+
+/* How many uploads the caller should run at once (the backend's configured concurrency). */
+void pvb_storage_set_upload_concurrency(pvb_storage *st, int n);
+
+/* S3 backend: rest is what follows "s3://" in url. */
+int pvb_storage_s3_open(const char *url, const char *rest, const pvb_storage_options *opts,
+                        bool create, pvb_storage **out, pvb_error *err);
 
 /* Local backend: root is an absolute or relative directory path. */
 int pvb_storage_local_open(const char *root, bool create, pvb_storage **out, pvb_error *err);
