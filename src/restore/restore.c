@@ -30,9 +30,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Decoded reads in memory at once (local: 16 of 4 MiB; remote: 8 of 16 MiB). A frame is
+ * reused only from the last ring/2 reads: see docs/architecture.md for why that cannot
+ * deadlock. */
 #define RING 16u
-#define REUSE_WINDOW (RING / 2)
-#define READ_MAX_BYTES (4u * 1024u * 1024u)
+#define RING_REMOTE 8u
+/* A read is one ranged GET of a pack. Locally reads stay small and exact (a pread costs
+ * little); on remote storage every request costs a round trip and, with S3, money, so reads
+ * grow larger and take in gaps of frames nobody needs (bytes are cheaper than requests), and
+ * a frame that a recent read already covers is taken from that read. */
+#define READ_MAX_LOCAL (4u * 1024u * 1024u)
+#define READ_MAX_REMOTE (16u * 1024u * 1024u)
+#define READ_GAP_REMOTE (4u * 1024u * 1024u)
+#define FETCH_THREADS_REMOTE 4 /* requests in flight: latency, not CPU, bounds a remote read */
 #define PVB_RESTORE_MAX_WRITERS 4
 
 typedef struct need_blob {
@@ -74,6 +84,12 @@ typedef struct planned_entry {
     bool owned;
     block_use *uses; /* one per block */
     char *fail;      /* set when the plan already knows the file cannot be restored */
+    /* write order (remote storage): pass, then where the file's data starts */
+    int pass;
+    bool has_data;
+    pvb_id first_pack;
+    uint64_t first_offset;
+    size_t tree_pos;
 } planned_entry;
 
 typedef struct restore_ctx {
@@ -81,6 +97,10 @@ typedef struct restore_ctx {
     const pvb_snapshot *snap;
     read_plan *reads;
     size_t n_reads, cap_reads;
+    uint64_t read_max; /* bytes of one read, sealed and decoded */
+    uint64_t read_gap; /* unneeded bytes a read may take in to join two frames */
+    size_t ring;       /* slots in use, at most RING */
+    bool pack_order;   /* write files in the order their data lies in packs (remote) */
     planned_entry *plan;
     size_t n_plan;
     /* fetch state */
@@ -183,7 +203,9 @@ static int read_add_frame(read_plan *rp, const pvb_blob_loc *loc, uint32_t *raw_
     frame_ref *f = &rp->frames[rp->n_frames++];
     f->loc = *loc;
     f->raw_offset = (uint32_t)rp->raw_total;
-    rp->length = loc->frame_offset + loc->frame_len - rp->offset;
+    uint64_t end = loc->frame_offset + loc->frame_len - rp->offset;
+    if (end > rp->length) /* a frame inside the range (remote reads with gaps) keeps it */
+        rp->length = end;
     rp->raw_total += loc->frame_raw_len;
     *raw_offset = f->raw_offset;
     return PVB_OK;
@@ -220,7 +242,8 @@ static int read_need_blob(read_plan *rp, const pvb_id *id, uint32_t offset, uint
 static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_idx,
                       uint32_t *raw_offset, uint32_t *frame_idx, pvb_error *err)
 {
-    size_t lo = ctx->n_reads > REUSE_WINDOW ? ctx->n_reads - REUSE_WINDOW : 0;
+    size_t window = ctx->ring / 2;
+    size_t lo = ctx->n_reads > window ? ctx->n_reads - window : 0;
     for (size_t ri = ctx->n_reads; ri-- > lo;) {
         read_plan *rp = &ctx->reads[ri];
         if (memcmp(rp->pack.b, loc->pack.b, PVB_ID_LEN) != 0)
@@ -233,12 +256,21 @@ static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_
                 return PVB_OK;
             }
         }
+        /* bytes this read fetches anyway (a gap it took in): decode them from it too */
+        if (loc->frame_offset >= rp->offset &&
+            loc->frame_offset + loc->frame_len <= rp->offset + rp->length &&
+            rp->raw_total + loc->frame_raw_len <= ctx->read_max) {
+            *read_idx = (uint32_t)ri;
+            *frame_idx = (uint32_t)rp->n_frames;
+            return read_add_frame(rp, loc, raw_offset, err);
+        }
     }
     read_plan *last = ctx->n_reads ? &ctx->reads[ctx->n_reads - 1] : NULL;
+    uint64_t last_end = last != NULL ? last->offset + last->length : 0;
     if (last == NULL || memcmp(last->pack.b, loc->pack.b, PVB_ID_LEN) != 0 ||
-        last->offset + last->length != loc->frame_offset ||
-        last->length + loc->frame_len > READ_MAX_BYTES ||
-        last->raw_total + loc->frame_raw_len > READ_MAX_BYTES) {
+        loc->frame_offset < last_end || loc->frame_offset - last_end > ctx->read_gap ||
+        loc->frame_offset + loc->frame_len - last->offset > ctx->read_max ||
+        last->raw_total + loc->frame_raw_len > ctx->read_max) {
         last = new_read(ctx, err);
         if (last == NULL)
             return PVB_E_NOMEM;
@@ -381,7 +413,8 @@ static void *fetch_main(void *arg)
     pthread_mutex_lock(&ctx->mu);
     for (;;) {
         size_t ri = ctx->next_read;
-        while (!ctx->stop && ri < ctx->n_reads && ri >= RING && !ctx->reads[ri - RING].released)
+        while (!ctx->stop && ri < ctx->n_reads && ri >= ctx->ring &&
+               !ctx->reads[ri - ctx->ring].released)
             pthread_cond_wait(&ctx->cond, &ctx->mu);
         if (ctx->stop || ctx->next_read >= ctx->n_reads)
             break;
@@ -389,7 +422,7 @@ static void *fetch_main(void *arg)
             continue; /* another worker took it while we waited */
         ctx->next_read++;
         pthread_mutex_unlock(&ctx->mu);
-        fetch_one(ctx, ri, &ctx->slots[ri % RING]);
+        fetch_one(ctx, ri, &ctx->slots[ri % ctx->ring]);
         pthread_mutex_lock(&ctx->mu);
     }
     pthread_mutex_unlock(&ctx->mu);
@@ -408,7 +441,7 @@ static const uint8_t *await_block(restore_ctx *ctx, const block_use *use, const 
         *why = rp->error[0] ? rp->error : "damaged data";
         return NULL;
     }
-    return ctx->slots[use->read % RING].data;
+    return ctx->slots[use->read % ctx->ring].data;
 }
 
 /* A writer is done with one use of a read; after the last, its slot may be refilled. Uses
@@ -446,6 +479,48 @@ static bool dir_is_empty(const char *path, bool *exists)
     }
     closedir(d);
     return empty;
+}
+
+static int pass_of(const planned_entry *pe);
+
+static int cmp_write_order(const void *pa, const void *pb)
+{
+    const planned_entry *a = pa, *b = pb;
+    if (a->pass != b->pass)
+        return a->pass < b->pass ? -1 : 1;
+    if (a->has_data != b->has_data)
+        return a->has_data ? 1 : -1;
+    if (a->has_data) {
+        int c = memcmp(a->first_pack.b, b->first_pack.b, PVB_ID_LEN);
+        if (c != 0)
+            return c;
+        if (a->first_offset != b->first_offset)
+            return a->first_offset < b->first_offset ? -1 : 1;
+    }
+    return a->tree_pos < b->tree_pos ? -1 : a->tree_pos > b->tree_pos;
+}
+
+/* Order the files (pass 1) by where their data starts, so that reads follow the packs: on
+ * remote storage a read then covers a long run of a pack instead of hopping between packs
+ * file by file, in tree order (which the backup's parallel workers scattered over packs).
+ * Files may be written in any order: directories come before (pass 0) and get their times
+ * at the end; every other pass keeps tree order. */
+static void sort_by_pack(restore_ctx *ctx)
+{
+    for (size_t pos = 0; pos < ctx->n_plan; pos++) {
+        planned_entry *pe = &ctx->plan[pos];
+        pvb_blob_loc loc;
+        pe->pass = pass_of(pe);
+        pe->tree_pos = pos;
+        pe->has_data = pe->pass == 1 && pe->fail == NULL && pe->e->type == PVB_ENTRY_FILE &&
+                       pe->e->n_blocks > 0 &&
+                       pvb_repo_index_find(ctx->repo, &pe->e->blocks[0].id, &loc);
+        if (pe->has_data) {
+            pe->first_pack = loc.pack;
+            pe->first_offset = loc.frame_offset;
+        }
+    }
+    qsort(ctx->plan, ctx->n_plan, sizeof(*ctx->plan), cmp_write_order);
 }
 
 static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_options *opts,
@@ -516,7 +591,11 @@ static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_option
                 pe->fail = NULL;
             continue;
         }
-        if ((rc = plan_entry(ctx, pe, err)) != PVB_OK)
+    }
+    if (ctx->pack_order)
+        sort_by_pack(ctx);
+    for (size_t pos = 0; pos < ctx->n_plan; pos++) {
+        if (ctx->plan[pos].fail == NULL && (rc = plan_entry(ctx, &ctx->plan[pos], err)) != PVB_OK)
             goto out;
     }
 out:
@@ -755,8 +834,21 @@ int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_
         goto out;
     if ((rc = pvb_tree_load(repo, snap, &tree, err)) != PVB_OK)
         goto out;
+    bool local = (pvb_storage_features(pvb_repo_storage(repo)) & PVB_STORAGE_FEAT_LOCAL) != 0;
+    ctx.read_max = local ? READ_MAX_LOCAL : READ_MAX_REMOTE;
+    ctx.read_gap = local ? 0 : READ_GAP_REMOTE;
+    ctx.ring = local ? RING : RING_REMOTE;
+    ctx.pack_order = !local;
     if ((rc = build_plan(&ctx, &tree, opts, err)) != PVB_OK)
         goto out;
+    uint64_t fetch_bytes = 0, frame_bytes = 0;
+    for (size_t ri = 0; ri < ctx.n_reads; ri++) {
+        fetch_bytes += ctx.reads[ri].length;
+        for (size_t fno = 0; fno < ctx.reads[ri].n_frames; fno++)
+            frame_bytes += ctx.reads[ri].frames[fno].loc.frame_len;
+    }
+    PVB_DEBUG("restore plan: %zu reads of %.1f MiB in all (%.1f MiB of frames needed)", ctx.n_reads,
+              (double)fetch_bytes / 1048576.0, (double)frame_bytes / 1048576.0);
     uint64_t total = 0;
     for (size_t pos = 0; pos < ctx.n_plan; pos++) {
         if (ctx.plan[pos].e->type == PVB_ENTRY_FILE)
@@ -767,6 +859,8 @@ int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_
                                   .restore_owner = opts->restore_owner,
                                   .buffered_io = opts->buffered_io};
     int want = opts->threads > 0 ? opts->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (opts->threads <= 0 && !local && want < FETCH_THREADS_REMOTE)
+        want = FETCH_THREADS_REMOTE;
     if (want < 1)
         want = 1;
     /* One writer by default: creating files is kernel work, and on ext4 (measured here, see
