@@ -17,15 +17,18 @@ PACKAGES=(
     check         # unit tests (Check, run by ctest)
     acl attr      # setfacl/getfacl, setfattr/getfattr: metadata tests
     python3       # tests/integration/lib/treecmp.py
+    curl          # tests/integration/lib/s3.sh: waits for s3rver, reads the fault proxy
     clang libclang-rt-14-dev # libFuzzer targets and clang's sanitizer runtimes
     clang-format  # the formatting check of scripts/test.sh
 )
 
-# The S3 integration tests will run against s3rver (npm) on 127.0.0.1. When they land,
-# set this to 1 (and install s3rver from tests/s3/package.json, not globally). Node.js is
-# checked by command rather than by package name, because a machine may carry a Node.js
-# build that bundles npm and conflicts with Debian's npm package.
-PVB_NEED_NODE=0
+# The S3 integration tests run against s3rver and a fault proxy on 127.0.0.1, both Node.js
+# programs (tests/s3). When `node` or `npm` is missing, Debian's nodejs and npm packages are
+# installed. The npm packages themselves (s3rver, pinned in tests/s3/package-lock.json) are
+# not installed here nor globally: tests/s3/install.sh runs `npm ci` into tests/s3/node_modules.
+# Node.js is checked by command rather than by package name, because a machine may carry a
+# Node.js build that bundles npm and conflicts with Debian's npm package.
+PVB_NEED_NODE=1
 NODE_PACKAGES=(nodejs npm)
 
 log() { printf 'setup: %s\n' "$*" >&2; }

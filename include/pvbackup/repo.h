@@ -99,6 +99,13 @@ void pvb_repo_pack_name(const pvb_id *pack, char *out, size_t outlen);
 /* Read one blob and check its content id (salt: the snapshot's id salt, may be NULL/0). */
 int pvb_repo_read_blob(pvb_repo *repo, const pvb_id *id, const uint8_t *salt, size_t salt_len,
                        pvb_buf *out, pvb_error *err);
+/* Read several blobs into outs[0..n) (each replaced), verified like pvb_repo_read_blob, with
+ * few storage requests: blobs are fetched in pack order, neighbouring frames in one ranged
+ * read (on remote storage also across gaps of up to 4 MiB). Used for the tree blobs of a
+ * snapshot, which a remote store would otherwise serve one request each. On failure the
+ * error names the first blob that could not be read, as pvb_repo_read_blob does. */
+int pvb_repo_read_blobs(pvb_repo *repo, const pvb_id *ids, size_t n, const uint8_t *salt,
+                        size_t salt_len, pvb_buf *outs, pvb_error *err);
 
 /* Pack writer. Thread-safe: many workers claim, build and add frames concurrently. Full packs
  * are uploaded by background threads; pvb_packer_finish uploads the rest and then writes one

@@ -567,3 +567,117 @@ out:
     pvb_buf_free(&raw);
     return rc;
 }
+
+/* ---- batched blob reads ---- */
+
+#define BATCH_READ_MAX (16u << 20)
+#define BATCH_GAP_REMOTE (4u << 20)
+
+typedef struct batch_item {
+    size_t idx;
+    pvb_blob_loc loc;
+} batch_item;
+
+static int cmp_batch_item(const void *pa, const void *pb)
+{
+    const batch_item *a = pa, *b = pb;
+    int c = memcmp(a->loc.pack.b, b->loc.pack.b, PVB_ID_LEN);
+    if (c != 0)
+        return c;
+    if (a->loc.frame_offset != b->loc.frame_offset)
+        return a->loc.frame_offset < b->loc.frame_offset ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* Take the blob `want` (located at it->loc) out of the sealed range that starts at
+ * range_off; `frame` caches the last decoded frame (at frame_at), since several blobs often
+ * share one. Returns false when anything is wrong, leaving the precise error to
+ * pvb_repo_read_blob. */
+static bool batch_take(pvb_repo *repo, const pvb_id *want, const batch_item *it,
+                       const pvb_buf *range, uint64_t range_off, const uint8_t *salt,
+                       size_t salt_len, pvb_buf *frame, uint64_t *frame_at, pvb_buf *out)
+{
+    pvb_error ignored;
+    const pvb_blob_loc *loc = &it->loc;
+    if (loc->frame_offset < range_off || loc->frame_offset - range_off > range->len ||
+        loc->frame_len > range->len - (loc->frame_offset - range_off))
+        return false;
+    if (*frame_at != loc->frame_offset) {
+        pvb_buf_reset(frame);
+        *frame_at = UINT64_MAX;
+        if (pvb_repo_open_frame(repo, loc, range->data + (loc->frame_offset - range_off), frame,
+                                &ignored) != PVB_OK)
+            return false;
+        *frame_at = loc->frame_offset;
+    }
+    if ((uint64_t)loc->offset + loc->len > frame->len)
+        return false;
+    pvb_id check;
+    pvb_crypto_content_id(pvb_repo_key(repo), salt, salt_len, frame->data + loc->offset, loc->len,
+                          &check);
+    if (memcmp(check.b, want->b, PVB_ID_LEN) != 0)
+        return false;
+    pvb_buf_reset(out);
+    return pvb_buf_append(out, frame->data + loc->offset, loc->len, &ignored) == PVB_OK;
+}
+
+int pvb_repo_read_blobs(pvb_repo *repo, const pvb_id *ids, size_t n, const uint8_t *salt,
+                        size_t salt_len, pvb_buf *outs, pvb_error *err)
+{
+    int rc = PVB_OK;
+    pvb_buf range = PVB_BUF_INIT, frame = PVB_BUF_INIT;
+    batch_item *items = calloc(n > 0 ? n : 1, sizeof(*items));
+    if (items == NULL)
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    pvb_storage *st = pvb_repo_storage(repo);
+    uint64_t gap = (pvb_storage_features(st) & PVB_STORAGE_FEAT_LOCAL) ? 0 : BATCH_GAP_REMOTE;
+    size_t n_items = 0;
+    for (size_t idx = 0; idx < n; idx++) {
+        if (!pvb_repo_index_find(repo, &ids[idx], &items[n_items].loc)) {
+            /* its own error, from the one-blob path */
+            rc = pvb_repo_read_blob(repo, &ids[idx], salt, salt_len, &outs[idx], err);
+            goto out;
+        }
+        items[n_items++].idx = idx;
+    }
+    qsort(items, n_items, sizeof(*items), cmp_batch_item);
+
+    for (size_t first = 0; first < n_items;) {
+        /* one range: frames of one pack, in order, close enough to each other */
+        const pvb_blob_loc *head = &items[first].loc;
+        uint64_t start = head->frame_offset, end = start + head->frame_len;
+        size_t last = first;
+        while (last + 1 < n_items) {
+            const pvb_blob_loc *next = &items[last + 1].loc;
+            uint64_t next_end = next->frame_offset + next->frame_len;
+            if (memcmp(next->pack.b, head->pack.b, PVB_ID_LEN) != 0 ||
+                next->frame_offset > end + gap ||
+                (next_end > end ? next_end : end) - start > BATCH_READ_MAX)
+                break;
+            if (next_end > end)
+                end = next_end;
+            last++;
+        }
+        char name[128];
+        pvb_repo_pack_name(&head->pack, name, sizeof(name));
+        pvb_error ignored;
+        bool fetched = pvb_storage_get(st, name, start, end - start, &range, &ignored) == PVB_OK;
+        uint64_t frame_at = UINT64_MAX;
+        for (size_t pos = first; pos <= last; pos++) {
+            size_t idx = items[pos].idx;
+            if (fetched && batch_take(repo, &ids[idx], &items[pos], &range, start, salt, salt_len,
+                                      &frame, &frame_at, &outs[idx]))
+                continue;
+            /* damaged or unreadable: the one-blob path says exactly what is wrong */
+            if ((rc = pvb_repo_read_blob(repo, &ids[idx], salt, salt_len, &outs[idx], err)) !=
+                PVB_OK)
+                goto out;
+        }
+        first = last + 1;
+    }
+out:
+    pvb_buf_free(&range);
+    pvb_buf_free(&frame);
+    free(items);
+    return rc;
+}

@@ -287,9 +287,12 @@ void pvb_tree_clear(pvb_tree *t)
     t->n = 0;
 }
 
+/* Tree blobs read together (each at most 1 MiB decoded). */
+#define TREE_BATCH 64
+
 int pvb_tree_load(pvb_repo *repo, const pvb_snapshot *s, pvb_tree *out, pvb_error *err)
 {
-    pvb_buf blob = PVB_BUF_INIT;
+    pvb_buf *blobs = NULL;
     size_t cap = 0;
     int rc = PVB_OK;
     memset(out, 0, sizeof(*out));
@@ -302,15 +305,28 @@ int pvb_tree_load(pvb_repo *repo, const pvb_snapshot *s, pvb_tree *out, pvb_erro
         if (out->entries == NULL)
             return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     }
+    blobs = calloc(s->n_tree > 0 ? s->n_tree : 1, sizeof(*blobs));
+    if (blobs == NULL) {
+        rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        goto out;
+    }
     for (size_t bno = 0; bno < s->n_tree; bno++) {
         pvb_reader r;
         const uint8_t *magic;
         uint8_t version;
-        if ((rc = pvb_repo_read_blob(repo, &s->tree[bno], s->salt, s->salt_len, &blob, err)) !=
-            PVB_OK) {
-            pvb_error_prefix(err, "snapshot %.12s: cannot read its file list", s->id);
-            goto out;
+        /* TREE_BATCH blobs at a time: a remote store then serves them in a few requests,
+         * not one each, and at most TREE_BATCH MiB of them are in memory at once */
+        if (bno % TREE_BATCH == 0) {
+            size_t n = s->n_tree - bno < TREE_BATCH ? s->n_tree - bno : TREE_BATCH;
+            for (size_t done = bno >= TREE_BATCH ? bno - TREE_BATCH : 0; done < bno; done++)
+                pvb_buf_free(&blobs[done]);
+            if ((rc = pvb_repo_read_blobs(repo, &s->tree[bno], n, s->salt, s->salt_len, &blobs[bno],
+                                          err)) != PVB_OK) {
+                pvb_error_prefix(err, "snapshot %.12s: cannot read its file list", s->id);
+                goto out;
+            }
         }
+        const pvb_buf blob = blobs[bno];
         pvb_reader_init(&r, blob.data, blob.len, "tree");
         if ((rc = pvb_reader_raw(&r, 4, &magic, err)) != PVB_OK ||
             (rc = pvb_reader_u8(&r, &version, err)) != PVB_OK)
@@ -345,7 +361,9 @@ int pvb_tree_load(pvb_repo *repo, const pvb_snapshot *s, pvb_tree *out, pvb_erro
         rc = PVB_ERR(err, PVB_E_CORRUPT, "snapshot %.12s: expected %llu entries, found %zu", s->id,
                      (unsigned long long)s->tree_entries, out->n);
 out:
-    pvb_buf_free(&blob);
+    for (size_t bno = 0; blobs != NULL && bno < s->n_tree; bno++)
+        pvb_buf_free(&blobs[bno]);
+    free(blobs);
     if (rc != PVB_OK)
         pvb_tree_clear(out);
     return rc;
