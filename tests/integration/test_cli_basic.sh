@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A whole session with the pvbackup binary against a local encrypted repository: init, full
+# A whole session with the pvbackup binary against an encrypted repository: init, full
 # backup, snapshots --json, ls, incremental backup, diff, restore (all, and --include), tree
 # comparison with the source, export to tar, catalog rebuild.
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_TEST_STORAGE
+# (local, the default, or s3: the repository is s3://pvb-test/repo on s3rver; lib/backend.sh).
 set -euo pipefail
 
 : "${PVBACKUP:?set PVBACKUP to the pvbackup binary}"
@@ -17,6 +18,9 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+# shellcheck source=tests/integration/lib/backend.sh
+. "$LIB/backend.sh"
+backend_init
 
 step() { printf '=== %s\n' "$*"; }
 fail() {
@@ -55,7 +59,7 @@ print("" if v is None else v)' "$1" "$2"
 unset PVBACKUP_REPO PVBACKUP_PASSWORD_FILE PVBACKUP_LOG_FORMAT PVBACKUP_LOG_LEVEL
 export PVBACKUP_PASSWORD="basic-session-password"
 export PVBACKUP_CATALOG="$TMP/catalog.db"
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
 SRC="$TMP/src"
 COMMON=(--repo "$REPO" --no-progress)
 
@@ -64,7 +68,7 @@ ok init --repo "$REPO"
 grep -Eq '[0-9a-f]{32}' "$TMP/out" || fail "init did not print a repository id"
 REPO_ID=$(grep -Eo '[0-9a-f]{32}' "$TMP/out" | head -n 1)
 echo "repository $REPO_ID"
-[ -f "$REPO/config" ] || fail "no config object in $REPO"
+repo_obj_exists "$REPO" config || fail "no config object in $REPO"
 
 step "build a source tree"
 bash "$LIB/mktree.sh" "$SRC" >/dev/null || fail "mktree.sh failed"

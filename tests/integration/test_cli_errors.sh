@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # What a user sees when things go wrong: exit codes and messages of the pvbackup binary for a
 # missing repository, a wrong password, init twice, a non-empty restore target, usage errors,
-# --help of every command, a missing source and an unreadable source file.
+# --help of every command, a missing source and an unreadable source file. Under s3 also: a
+# wrong secret key (5, nothing written), a missing bucket (4), an endpoint that refuses
+# connections or never answers (8, within a bounded time).
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_TEST_STORAGE
+# (local, the default, or s3: repositories are s3://pvb-test/NAME on s3rver; lib/backend.sh).
 set -euo pipefail
 
 : "${PVBACKUP:?set PVBACKUP to the pvbackup binary}"
 : "${PVB_SOURCE_DIR:?set PVB_SOURCE_DIR to the root of the source tree}"
+LIB="$PVB_SOURCE_DIR/tests/integration/lib"
 export PVBACKUP_TEST_WEAK_KDF="${PVBACKUP_TEST_WEAK_KDF:-1}"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pvb-cli-errors.XXXXXX")
+HANG_PID=""
 cleanup() {
+    [ -z "$HANG_PID" ] || kill "$HANG_PID" 2>/dev/null || true
     chmod -R u+rwX "$TMP" 2>/dev/null || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+# shellcheck source=tests/integration/lib/backend.sh
+. "$LIB/backend.sh"
+backend_init
 
 step() { printf '=== %s\n' "$*"; }
 fail() {
@@ -49,25 +58,29 @@ stderr_has() {
 unset PVBACKUP_REPO PVBACKUP_PASSWORD_FILE PVBACKUP_LOG_FORMAT PVBACKUP_LOG_LEVEL
 export PVBACKUP_PASSWORD="errors-test-password"
 export PVBACKUP_CATALOG="$TMP/catalog.db"
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
+NOREPO=$(repo_url no-such-repo)
 SRC="$TMP/src"
 mkdir -p "$SRC/dir"
 printf 'hello\n' >"$SRC/dir/file.txt"
 printf 'world\n' >"$SRC/top.txt"
 
 step "missing repository -> exit 4"
-expect 4 snapshots --repo "$TMP/no-such-repo"
+expect 4 snapshots --repo "$NOREPO"
 stderr_has "pvbackup: error:"
-expect 4 ls --repo "$TMP/no-such-repo" latest
+expect 4 ls --repo "$NOREPO" latest
 stderr_has "pvbackup: error:"
+[ -z "$(repo_obj_list "$NOREPO")" ] || fail "a command on a missing repository wrote objects"
 
 step "init, then init again -> refused"
 expect 0 init --repo "$REPO"
-cp -a "$REPO" "$TMP/repo-before"
+repo_fingerprint "$REPO" >"$TMP/repo-before"
+[ -s "$TMP/repo-before" ] || fail "init wrote no object"
 run init --repo "$REPO"
 [ "$RC" -ne 0 ] || fail "init of an existing repository succeeded"
 stderr_has "pvbackup: error:"
-diff -r "$REPO" "$TMP/repo-before" >/dev/null || fail "a second init changed the repository"
+repo_fingerprint "$REPO" >"$TMP/repo-after"
+cmp -s "$TMP/repo-before" "$TMP/repo-after" || fail "a second init changed the repository"
 
 step "no repository given -> usage error"
 expect 2 snapshots
@@ -104,10 +117,10 @@ env -u PVBACKUP_PASSWORD PVBACKUP_PASSWORD_FILE="$TMP/empty.pw" "$PVBACKUP" snap
     --repo "$REPO" >"$TMP/out" 2>"$TMP/err" && fail "an empty password file was accepted" || RC=$?
 [ "$RC" -ne 0 ] || fail "empty password file accepted"
 stderr_has "empty"
-env -u PVBACKUP_PASSWORD "$PVBACKUP" init --repo "$TMP/repo-empty-pw" \
+env -u PVBACKUP_PASSWORD "$PVBACKUP" init --repo "$(repo_url repo-empty-pw)" \
     --password-file "$TMP/empty.pw" >"$TMP/out" 2>"$TMP/err" </dev/null &&
     fail "init with an empty password succeeded" || true
-[ ! -e "$TMP/repo-empty-pw/config" ] || fail "init with an empty password created a repository"
+! repo_obj_exists "$(repo_url repo-empty-pw)" config || fail "init with an empty password created a repository"
 
 step "restore into a non-empty target -> refused, nothing changed"
 mkdir "$TMP/target"
@@ -198,6 +211,81 @@ else
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d) == 1' "$TMP/out" ||
         fail "the partial snapshot was not written"
     chmod 600 "$TMP/src2/locked.txt"
+fi
+
+if is_s3; then
+    step "s3: a wrong secret key -> exit 5, nothing written into the bucket"
+    bucket_fingerprint >"$TMP/bucket-before"
+    AWS_SECRET_ACCESS_KEY=not-the-secret expect 5 init --repo "$(repo_url wrong-secret)"
+    stderr_has "AWS_SECRET_ACCESS_KEY"
+    grep -qF "not-the-secret" "$TMP/err" "$TMP/out" && fail "the wrong secret key was echoed"
+    AWS_SECRET_ACCESS_KEY=not-the-secret expect 5 backup --repo "$REPO" --volume v --source "$SRC" --no-progress
+    stderr_has "pvbackup: error:"
+    AWS_SECRET_ACCESS_KEY=not-the-secret expect 5 snapshots --repo "$REPO"
+    AWS_ACCESS_KEY_ID=NO-SUCH-KEY expect 5 backup --repo "$REPO" --volume v --source "$SRC" --no-progress
+    printf 'not-the-secret\n' >"$TMP/wrong-secret"
+    expect 5 backup --repo "$REPO" --volume v --source "$SRC" --no-progress --s3-secret-key-file "$TMP/wrong-secret"
+    bucket_fingerprint >"$TMP/bucket-after"
+    cmp -s "$TMP/bucket-before" "$TMP/bucket-after" ||
+        fail "requests with a wrong secret changed the bucket: $(diff "$TMP/bucket-before" "$TMP/bucket-after" | grep '^[<>]' | head -n 3 | tr '\n' ' ')"
+    expect 0 snapshots --repo "$REPO" --json
+    [ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$TMP/out")" = 1 ] ||
+        fail "a backup with a wrong secret wrote a snapshot"
+
+    step "s3: a missing bucket -> exit 4, naming it"
+    expect 4 init --repo s3://no-such-bucket/repo
+    stderr_has "no-such-bucket"
+    expect 4 snapshots --repo s3://no-such-bucket/repo
+    stderr_has "no-such-bucket"
+    expect 4 backup --repo s3://no-such-bucket/repo --volume v --source "$SRC" --no-progress
+    stderr_has "no-such-bucket"
+    [ ! -e "$PVB_S3_DATA_DIR/no-such-bucket" ] || fail "a command on a missing bucket created it"
+
+    step "s3: an endpoint that refuses connections -> exit 8 within a bounded time"
+    # a port that was free a moment ago: nothing listens there
+    DEAD_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    DEAD="http://127.0.0.1:$DEAD_PORT"
+    for cmd in "snapshots" "init" "backup --volume v --source $SRC"; do
+        t0=$SECONDS
+        # shellcheck disable=SC2086 # cmd holds a command and its arguments
+        expect 8 $cmd --repo "$(repo_url unreachable)" --no-progress --s3-endpoint "$DEAD" --s3-retry-time 3
+        took=$((SECONDS - t0))
+        stderr_has "$DEAD"
+        stderr_has "hint:"
+        echo "  $cmd: exit 8 after ${took}s"
+        [ "$took" -le 15 ] || fail "$cmd against a refusing endpoint with --s3-retry-time 3 took ${took}s"
+    done
+    PVBACKUP_S3_RETRY_TIME=3 PVBACKUP_S3_ENDPOINT="$DEAD" expect 8 snapshots --repo "$REPO"
+
+    step "s3: an endpoint that accepts connections and never answers -> exit 8 within a bounded time"
+    # accepts connections and never answers; gone by itself after 120 s whatever happens
+    python3 -c 'import os, socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+s.settimeout(1)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d\n" % s.getsockname()[1])
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+held, end = [], time.monotonic() + 120
+while time.monotonic() < end:
+    try:
+        held.append(s.accept()[0])
+    except socket.timeout:
+        pass' "$TMP/hang.port" </dev/null >/dev/null 2>&1 &
+    HANG_PID=$!
+    for _ in $(seq 1 100); do [ -s "$TMP/hang.port" ] && break; sleep 0.1; done
+    [ -s "$TMP/hang.port" ] || fail "the silent endpoint did not start"
+    HANG="http://127.0.0.1:$(cat "$TMP/hang.port")"
+    t0=$SECONDS
+    expect 8 snapshots --repo "$REPO" --s3-endpoint "$HANG" --s3-timeout 1 --s3-retry-time 3
+    took=$((SECONDS - t0))
+    kill "$HANG_PID" 2>/dev/null || true
+    wait "$HANG_PID" 2>/dev/null || true
+    HANG_PID=""
+    stderr_has "hint:"
+    echo "  snapshots: exit 8 after ${took}s"
+    [ "$took" -le 15 ] || fail "snapshots against a silent endpoint (--s3-timeout 1 --s3-retry-time 3) took ${took}s"
 fi
 
 echo "PASS: test_cli_errors"

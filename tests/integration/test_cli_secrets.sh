@@ -2,8 +2,12 @@
 # Secrets never leak: a whole session with a distinctive password, JSON debug logs and every
 # command, then standard output, standard error, the catalog and every repository file are
 # searched for the password, its hex and its base64. Zero hits allowed.
+# Under s3 the S3 secret access key and session token are distinctive too (s3rver runs with
+# --allow-mismatched-signatures to accept a secret of our choosing) and are searched for in
+# the same places; the secret key also in s3rver's request log, since it is never sent.
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_TEST_STORAGE
+# (local, the default, or s3: repositories are s3://pvb-test/NAME on s3rver; lib/backend.sh).
 set -euo pipefail
 
 : "${PVBACKUP:?set PVBACKUP to the pvbackup binary}"
@@ -17,6 +21,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+# shellcheck source=tests/integration/lib/backend.sh
+. "$LIB/backend.sh"
 
 step() { printf '=== %s\n' "$*"; }
 fail() {
@@ -34,10 +40,21 @@ WRONG="Zq8-pvbWrongMarker-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')-kW3"
 printf '%s\n' "$PW" >"$TMP/password"
 chmod 600 "$TMP/password"
 printf '%s\n' "$WRONG" >"$TMP/wrong-password"
+if is_s3; then
+    backend_init --allow-mismatched-signatures
+    S3_SECRET="Zq8-pvbS3SecretMarker-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')-kW3"
+    S3_TOKEN="Zq8-pvbS3TokenMarker-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')-kW3"
+    export AWS_SECRET_ACCESS_KEY="$S3_SECRET" AWS_SESSION_TOKEN="$S3_TOKEN"
+    printf '%s\n' "$S3_SECRET" >"$TMP/s3-secret"
+    chmod 600 "$TMP/s3-secret"
+else
+    backend_init
+fi
 
 export PVBACKUP_CATALOG="$TMP/catalog.db"
 export PVBACKUP_LOG_FORMAT=json
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
+REPO_NONE=$(repo_url repo-none)
 SRC="$TMP/src"
 OUT="$TMP/logs"
 mkdir -p "$OUT"
@@ -122,43 +139,77 @@ session PVBACKUP_PASSWORD="$PW" -- restore "${COMMON[@]}" latest --volume sv --t
 [ "$LAST_RC" -ne 0 ] || fail "restore into a non-empty target succeeded"
 session PVBACKUP_PASSWORD="$PW" -- init "${COMMON[@]}"
 [ "$LAST_RC" -ne 0 ] || fail "second init succeeded"
-session PVBACKUP_PASSWORD="$PW" -- init --repo "$TMP/repo-none" --encryption none --log-level debug
+session PVBACKUP_PASSWORD="$PW" -- init --repo "$REPO_NONE" --encryption none --log-level debug
 [ "$LAST_RC" -eq 0 ] || fail "init --encryption none failed"
+if is_s3; then
+    step "s3: the secret key from a file, and S3 failures, must not leak either"
+    must -u AWS_SECRET_ACCESS_KEY PVBACKUP_PASSWORD="$PW" -- backup "${COMMON[@]}" --volume sv \
+        --source "$SRC" --s3-secret-key-file "$TMP/s3-secret"
+    must -u AWS_SECRET_ACCESS_KEY PVBACKUP_PASSWORD="$PW" -- verify "${COMMON[@]}" --read-data \
+        --s3-secret-key-file "$TMP/s3-secret"
+    session PVBACKUP_PASSWORD="$PW" -- snapshots --repo s3://no-such-bucket/x --log-level debug --log-format json
+    [ "$LAST_RC" -eq 4 ] || fail "missing bucket: exit $LAST_RC, expected 4"
+    session PVBACKUP_PASSWORD="$PW" -- snapshots "${COMMON[@]}" --s3-endpoint http://127.0.0.1:9 \
+        --s3-retry-time 1
+    [ "$LAST_RC" -eq 8 ] || fail "unreachable endpoint: exit $LAST_RC, expected 8"
+fi
 
 step "the JSON logs are JSON"
-found_json=0
-for f in "$OUT"/*.err; do
-    while IFS= read -r line; do
-        [ -n "$line" ] || continue
-        case "$line" in
-        "{"*)
-            printf '%s\n' "$line" | python3 -c 'import json,sys; json.loads(sys.stdin.read())' ||
-                fail "not a JSON log line in $f: $line"
-            found_json=1
-            ;;
-        esac
-    done <"$f"
-done
-[ "$found_json" -eq 1 ] || fail "no JSON log line was written with --log-format json --log-level debug"
+# every line that starts with '{' is a JSON document (one python for all files: under s3
+# the debug logs have a line per request)
+python3 - "$OUT"/*.err <<'PY' || fail "not every JSON log line is JSON, or none was written"
+import json, sys
+found = 0
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\n")
+            if line.startswith(b"{"):
+                try:
+                    json.loads(line)  # bytes: invalid UTF-8 is an error too
+                except ValueError as e:
+                    print("not a JSON log line in %s: %r (%s)" % (path, line, e), file=sys.stderr)
+                    sys.exit(1)
+                found += 1
+if not found:
+    print("no JSON log line was written with --log-format json --log-level debug", file=sys.stderr)
+    sys.exit(1)
+print("%d JSON log lines" % found)
+PY
 
 step "search everything for the password"
 hits=0
-search() { # search LABEL PATTERN
+# the repositories as files: locally the directories, under s3 s3rver's files for them
+# (objects and their metadata side files)
+PLACES=("$OUT" "$(repo_dir "$REPO")" "$(repo_dir "$REPO_NONE")" "$TMP"/catalog.db*
+    "$TMP/export.tar" "$TMP/restored")
+search() { # search LABEL PATTERN [MORE PLACES...]
     local label=$1 pattern=$2
-    if grep -rlaF -- "$pattern" "$OUT" "$REPO" "$TMP/repo-none" "$TMP"/catalog.db* \
-        "$TMP/export.tar" "$TMP/restored" 2>/dev/null; then
-        echo "LEAK: the password's $label was found in the files above" >&2
+    shift 2
+    if grep -rlaF -- "$pattern" "${PLACES[@]}" "$@" 2>/dev/null; then
+        echo "LEAK: the $label was found in the files above" >&2
         hits=$((hits + 1))
     fi
 }
-search "text" "$PW"
-search "hex" "$PW_HEX"
-search "upper-case hex" "$PW_HEX_UPPER"
-search "base64" "$PW_B64"
-search "distinctive part" "pvbSecretMarker"
-search "wrong password" "pvbWrongMarker"
+S3LOG=()
+is_s3 && S3LOG=("$PVB_S3_LOG")
+search "password's text" "$PW" "${S3LOG[@]}"
+search "password's hex" "$PW_HEX" "${S3LOG[@]}"
+search "password's upper-case hex" "$PW_HEX_UPPER" "${S3LOG[@]}"
+search "password's base64" "$PW_B64" "${S3LOG[@]}"
+search "password's distinctive part" "pvbSecretMarker" "${S3LOG[@]}"
+search "wrong password" "pvbWrongMarker" "${S3LOG[@]}"
+if is_s3; then
+    # the secret key only signs requests: it must appear nowhere, not even in what reached
+    # the server; the session token is sent (x-amz-security-token) but stored nowhere
+    search "S3 secret access key" "$S3_SECRET" "${S3LOG[@]}"
+    search "S3 secret key's base64" "$(printf '%s' "$S3_SECRET" | base64 -w0)" "${S3LOG[@]}"
+    search "S3 secret key's distinctive part" "pvbS3SecretMarker" "${S3LOG[@]}"
+    search "S3 session token" "pvbS3TokenMarker"
+    [ -s "$PVB_S3_LOG" ] || fail "s3rver logged no request (nothing searched)"
+fi
 [ -s "$TMP/catalog.db" ] || fail "no catalog was written (nothing searched)"
-[ -f "$REPO/config" ] || fail "no repository was written (nothing searched)"
+repo_obj_exists "$REPO" config || fail "no repository was written (nothing searched)"
 [ "$hits" -eq 0 ] || fail "$hits kind(s) of password leak"
 
 echo "PASS: test_cli_secrets"

@@ -15,17 +15,23 @@
 #  - a damaged key file or config makes every command fail cleanly (exit 1..127, an error
 #    message), never crash.
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+# Under s3 the same damage is done to s3rver's files for the objects (repo_obj_path in
+# lib/backend.sh): s3rver serves a file's bytes and takes Content-Length from its size, so a
+# flipped byte, a shorter file or a missing one is exactly what a client of the bucket gets.
+#
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_TEST_STORAGE
+# (local, the default, or s3: repositories are s3://pvb-test/NAME on s3rver).
 set -euo pipefail
 . "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
 fault_init fault-corruption
+backend_init
 
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
 SRC="$TMP/src"
 REF_A="$TMP/ref-a" # the source as snapshot A saw it
 COMMON=(--no-progress)
 
-ls_names() { (cd "$1" 2>/dev/null && find . -type f ! -name '.tmp-*' | sed 's|^\./||' | sort); }
+ls_names() { repo_obj_list "$1"; }
 
 step "build a source tree: ~600 random files, text files, multi-block files"
 make_files "$SRC/bin" 600 2000 20000 1
@@ -57,9 +63,11 @@ echo "A=${A:0:12} B=${B:0:12} C=${C:0:12}"
 PACKS_A=$(grep '^data/' "$TMP/objects-a")
 INDEX_A=$(grep '^index/' "$TMP/objects-a")
 [ "$(printf '%s\n' "$INDEX_A" | wc -l)" -eq 1 ] || fail "backup A wrote $(printf '%s\n' "$INDEX_A" | wc -l) index files, expected 1"
-BIG_PACK_A=$(cd "$REPO" && ls -S $PACKS_A | head -n 1)
+BIG_PACK_A=$(for p in $PACKS_A; do echo "$(repo_obj_size "$REPO" "$p") $p"; done |
+    sort -k1,1nr -k2,2 | head -n 1 | cut -d' ' -f2)
+BIG_PACK_SIZE=$(repo_obj_size "$REPO" "$BIG_PACK_A")
 KEYFILE=$(grep '^keys/' "$TMP/objects-a" | head -n 1)
-echo "packs of A: $(printf '%s\n' "$PACKS_A" | wc -l), damaging $BIG_PACK_A ($(stat -c %s "$REPO/$BIG_PACK_A") bytes)"
+echo "packs of A: $(printf '%s\n' "$PACKS_A" | wc -l), damaging $BIG_PACK_A ($BIG_PACK_SIZE bytes)"
 
 step "the intact repository verifies"
 ok verify --repo "$REPO" "${COMMON[@]}" --read-data
@@ -69,9 +77,7 @@ rm -rf "$TMP/check-a"
 
 # fresh NAME: a copy of the intact repository and a catalog of its own; sets R.
 fresh() {
-    R="$TMP/$1"
-    rm -rf "$R"
-    cp -a "$REPO" "$R"
+    R=$(repo_copy "$REPO" "$1")
     export PVBACKUP_CATALOG="$TMP/$1.catalog.db"
     rm -f "$PVBACKUP_CATALOG"
 }
@@ -127,7 +133,7 @@ prove_intact() {
 check_damaged_pack() {
     local what=$1 offset=$2 snap ref total expected n f rel
     fresh "pack-flip-$offset"
-    flip_byte "$R/$BIG_PACK_A" "$offset"
+    flip_byte "$(repo_obj_path "$R" "$BIG_PACK_A")" "$offset"
     verify_names "$what" "$BIG_PACK_A" --read-data
     # the affected snapshots and files, as verify sees them
     python3 - "$TMP/verify.json" "$BIG_PACK_A" >"$TMP/affected" <<'EOF'
@@ -212,7 +218,7 @@ for f in json.load(open(sys.argv[1]))["failed"]:
 
 # ---------------------------------------------------------------------------------------
 step "1. one byte flipped in the middle of a pack"
-check_damaged_pack "damaged pack (middle)" $(($(stat -c %s "$REPO/$BIG_PACK_A") / 2))
+check_damaged_pack "damaged pack (middle)" $((BIG_PACK_SIZE / 2))
 restore_check "damaged pack, independent snapshot" "$C" "$SRC"
 [ "$RESTORE_RC" -eq 0 ] || check_fail "damaged pack: restore of the independent snapshot C exited $RESTORE_RC, expected 0"
 tree_same "$SRC" "$RT" "damaged pack: independent snapshot C"
@@ -226,20 +232,20 @@ step "1b. one byte flipped at a quarter, then at three quarters of the pack"
 # The restore fetches runs of adjacent frames with one ranged read; damage to one frame must
 # still fail only the files that have data in that frame. (Whether the damaged frame shares a
 # read with intact ones depends on the layout: three places make it likely that one does.)
-check_damaged_pack "damaged pack (quarter)" $(($(stat -c %s "$REPO/$BIG_PACK_A") / 4))
-check_damaged_pack "damaged pack (three quarters)" $(($(stat -c %s "$REPO/$BIG_PACK_A") * 3 / 4))
+check_damaged_pack "damaged pack (quarter)" $((BIG_PACK_SIZE / 4))
+check_damaged_pack "damaged pack (three quarters)" $((BIG_PACK_SIZE * 3 / 4))
 
 # ---------------------------------------------------------------------------------------
 step "2. a pack truncated by 100 bytes (its header cut)"
 fresh pack-trunc
-truncate -s -100 "$R/$BIG_PACK_A"
+truncate -s -100 "$(repo_obj_path "$R" "$BIG_PACK_A")"
 verify_names "pack truncated by 100 bytes (structure)" "$BIG_PACK_A"
 verify_names "pack truncated by 100 bytes" "$BIG_PACK_A" --read-data
 restore_check "pack truncated by 100 bytes" "$A" "$REF_A"
 
 step "2b. a pack truncated to half its size"
 fresh pack-half
-truncate -s $(($(stat -c %s "$R/$BIG_PACK_A") / 2)) "$R/$BIG_PACK_A"
+truncate -s $((BIG_PACK_SIZE / 2)) "$(repo_obj_path "$R" "$BIG_PACK_A")"
 verify_names "pack truncated to half" "$BIG_PACK_A"
 any_has "truncated" "pack truncated to half: verify says so"
 restore_check "pack truncated to half" "$A" "$REF_A"
@@ -251,7 +257,7 @@ restore_check "pack truncated, independent snapshot" "$C" "$SRC"
 # ---------------------------------------------------------------------------------------
 step "3. a deleted pack"
 fresh pack-gone
-rm -f "$R/$BIG_PACK_A"
+repo_obj_delete "$R" "$BIG_PACK_A"
 verify_names "deleted pack" "$BIG_PACK_A"
 any_has "missing" "deleted pack: verify says the pack is missing"
 restore_check "deleted pack" "$A" "$REF_A"
@@ -263,7 +269,7 @@ tree_same "$SRC" "$RT" "deleted pack: independent snapshot C"
 # ---------------------------------------------------------------------------------------
 step "4. one byte flipped in the index file written by backup A"
 fresh index-flip
-flip_byte "$R/$INDEX_A"
+flip_byte "$(repo_obj_path "$R" "$INDEX_A")"
 verify_names "damaged index file" "$INDEX_A"
 verify_names "damaged index file" "$INDEX_A" --read-data
 restore_check "damaged index file" "$A" "$REF_A"
@@ -282,7 +288,7 @@ expect_rc 0 "damaged index file: the recommended backup --independent" \
 # ---------------------------------------------------------------------------------------
 step "5. one byte flipped in snapshot object A"
 fresh snap-flip
-flip_byte "$R/snapshots/$A"
+flip_byte "$(repo_obj_path "$R" "snapshots/$A")"
 verify_names "damaged snapshot object" "snapshots/$A"
 verify_names "damaged snapshot object" "snapshots/$A" --read-data
 run snapshots --repo "$R" "${COMMON[@]}"
@@ -303,11 +309,12 @@ expect_rc 0 "damaged snapshot object of volume 'data': a backup of another volum
     backup --repo "$R" "${COMMON[@]}" --volume other --source "$SRC/text"
 
 # ---------------------------------------------------------------------------------------
-# sweep_flips FILE FIELDS...: flip (xor 0x01) bytes of FILE one at a time (every second byte
-# of the JSON values named by FIELDS, every fifth byte elsewhere) and run `snapshots`: never a
-# crash; inside the FIELDS values, always an error.
+# sweep_flips OBJECT FIELDS...: flip (xor 0x01) bytes of OBJECT of $R one at a time (every
+# second byte of the JSON values named by FIELDS, every fifth byte elsewhere) and run
+# `snapshots`: never a crash; inside the FIELDS values, always an error.
 sweep_flips() {
-    local file=$1
+    local object=$1 file
+    file=$(repo_obj_path "$R" "$1")
     shift
     if ! python3 - "$PVBACKUP" "$R" "$file" "$@" >"$TMP/sweep" 2>&1 <<'EOF'; then
 import re, subprocess, sys
@@ -342,9 +349,9 @@ for p in problems:
     print(p)
 sys.exit(1 if problems else 0)
 EOF
-        check_fail "${file#"$R"/}: $(tr '\n' ';' <"$TMP/sweep")"
+        check_fail "$object: $(tr '\n' ';' <"$TMP/sweep")"
     fi
-    sed "s|^|${file#"$R"/}: |" "$TMP/sweep"
+    sed "s|^|$object: |" "$TMP/sweep"
 }
 
 # every_command_fails WHAT OBJECT: every command fails cleanly and verify names OBJECT.
@@ -358,22 +365,22 @@ every_command_fails() {
     expect_rc 6 "$what: verify --read-data" verify --repo "$R" "${COMMON[@]}" --read-data
     any_has "$object" "$what: verify names the damaged object"
     # nothing was written by the failed backup
-    [ "$(ls "$R/snapshots" | wc -l)" -eq 3 ] || check_fail "$what: a snapshot appeared"
+    [ "$(repo_obj_list "$R" snapshots | wc -l)" -eq 3 ] || check_fail "$what: a snapshot appeared"
 }
 
 step "6. one byte flipped in the middle of the key file"
 fresh key-flip
-flip_byte "$R/$KEYFILE"
+flip_byte "$(repo_obj_path "$R" "$KEYFILE")"
 every_command_fails "damaged key file" "$KEYFILE"
-cp "$REPO/$KEYFILE" "$R/$KEYFILE"
-sweep_flips "$R/$KEYFILE" salt data kdf n r p version
+cp "$(repo_obj_path "$REPO" "$KEYFILE")" "$(repo_obj_path "$R" "$KEYFILE")"
+sweep_flips "$KEYFILE" salt data kdf n r p version
 
 step "7. one byte flipped in the middle of the config"
 fresh config-flip
-flip_byte "$R/config"
+flip_byte "$(repo_obj_path "$R" config)"
 every_command_fails "damaged config" "config"
-cp "$REPO/config" "$R/config"
-sweep_flips "$R/config" id encryption format version
+cp "$(repo_obj_path "$REPO" config)" "$(repo_obj_path "$R" config)"
+sweep_flips config id encryption format version
 
 # ---------------------------------------------------------------------------------------
 step "8. (no damage) an incremental whose parent is the independent snapshot C"

@@ -16,14 +16,17 @@
 #  - --overwrite into a target where a directory was replaced by a symlink to outside does not
 #    follow it.
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_CRAFT (pvb_craft).
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_CRAFT (pvb_craft),
+# PVB_TEST_STORAGE (local, the default, or s3: the repository is s3://pvb-test/repo on s3rver,
+# which pvb_craft reaches through AWS_ENDPOINT_URL like pvbackup; lib/backend.sh).
 set -euo pipefail
 . "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
 fault_init fault-hostile
+backend_init
 : "${PVB_CRAFT:?set PVB_CRAFT to the pvb_craft binary (built by tests/CMakeLists.txt)}"
 [ -x "$PVB_CRAFT" ] || fail "PVB_CRAFT='$PVB_CRAFT' is not executable"
 
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
 COMMON=(--no-progress)
 # Places outside every target, in the parent directory of the workspace (the shared /tmp),
 # named at random so that nothing else can have made them.

@@ -10,16 +10,22 @@
 #  - restore into a non-empty target (refused, untouched), --include of a missing path (4),
 #    a short, ambiguous or unknown snapshot id (2, 2, 4);
 #  - a full disk under the repository (8, no snapshot, the next backup works once there is
-#    space again).
+#    space again); under s3 a full disk on the server: a small tmpfs where s3rver keeps the
+#    repository's objects, which it then answers with 500 InternalError.
 # Cases the sandbox cannot set up (tmpfs mount, unprivileged user) are skipped with a note.
+# Under s3 the repository-inside-the-source case is skipped: a bucket is never inside a
+# directory.
 #
 # Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_CRAFT (optional:
-# tests/tools/pvb_craft, for the ambiguous-prefix case).
+# tests/tools/pvb_craft, for the ambiguous-prefix case), PVB_TEST_STORAGE (local, the
+# default, or s3: repositories are s3://pvb-test/NAME on s3rver; lib/backend.sh).
 set -euo pipefail
 . "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
 fault_init fault-input
+backend_init
 
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
+NOREPO=$(repo_url no-such-repo)
 SRC="$TMP/src"
 COMMON=(--no-progress)
 count_snapshots() {
@@ -35,11 +41,12 @@ step "missing repository: exit 4, the path named, a hint to init"
 for cmd in snapshots "ls latest" "restore latest --target $TMP/never" verify \
     "backup --volume v --source $SRC"; do
     # shellcheck disable=SC2086 # cmd holds a command and its arguments
-    expect_rc 4 "missing repository: $cmd" $cmd --repo "$TMP/no-such-repo" "${COMMON[@]}"
-    err_has "$TMP/no-such-repo" "missing repository: $cmd names the path"
+    expect_rc 4 "missing repository: $cmd" $cmd --repo "$NOREPO" "${COMMON[@]}"
+    err_has "$NOREPO" "missing repository: $cmd names the path"
     err_has "init" "missing repository: $cmd hints at init"
 done
-[ ! -e "$TMP/no-such-repo" ] || check_fail "a command on a missing repository created it"
+# (under s3: s3rver makes the directory for a prefix only when an object is written there)
+[ ! -e "$(repo_dir "$NOREPO")" ] || check_fail "a command on a missing repository created it"
 [ ! -e "$TMP/never" ] || check_fail "restore from a missing repository created its target"
 
 step "wrong password: exit 5, the password never shown"
@@ -75,17 +82,18 @@ step "an unencrypted repository works without a password"
 (
     FAULT_FAILURES=0 # this subshell's own failures, added below
     unset PVBACKUP_PASSWORD
-    ok init --repo "$TMP/plain" --encryption none
-    ok backup --repo "$TMP/plain" "${COMMON[@]}" --volume v --source "$SRC"
-    ok restore --repo "$TMP/plain" "${COMMON[@]}" latest --target "$TMP/plain-restored"
+    PLAIN=$(repo_url plain)
+    ok init --repo "$PLAIN" --encryption none
+    ok backup --repo "$PLAIN" "${COMMON[@]}" --volume v --source "$SRC"
+    ok restore --repo "$PLAIN" "${COMMON[@]}" latest --target "$TMP/plain-restored"
     tree_same "$SRC" "$TMP/plain-restored" "unencrypted repository"
-    ok verify --repo "$TMP/plain" "${COMMON[@]}" --read-data
+    ok verify --repo "$PLAIN" "${COMMON[@]}" --read-data
     exit "$FAULT_FAILURES"
 ) || FAULT_FAILURES=$((FAULT_FAILURES + $?))
 
 # ---------------------------------------------------------------------------------------
 step "a source that does not exist: exit 4, no snapshot"
-ls_objects() { (cd "$REPO" && find data index snapshots -type f | sort); }
+ls_objects() { repo_obj_list "$REPO" data index snapshots; }
 ls_objects >"$TMP/objects-before"
 expect_rc 4 "missing source" backup --repo "$REPO" "${COMMON[@]}" --volume v --source "$TMP/no-such-source"
 err_has "$TMP/no-such-source" "missing source: named"
@@ -184,30 +192,34 @@ fi
 
 # ---------------------------------------------------------------------------------------
 step "the repository inside the source is excluded, with a warning"
-mkdir -p "$TMP/outer/data" "$TMP/outer/backups"
-printf 'payload\n' >"$TMP/outer/data/payload.txt"
-ok init --repo "$TMP/outer/backups/repo"
-ok backup --repo "$TMP/outer/backups/repo" "${COMMON[@]}" --volume outer --source "$TMP/outer"
-err_has "lies inside the source" "repository inside the source: warning"
-ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" latest --json
-jget '"\n".join(e["path"] for e in d)' "$TMP/out" >"$TMP/outer-paths"
-grep -q '^data/payload.txt$' "$TMP/outer-paths" || check_fail "repository inside the source: the data is missing"
-! grep -q '^backups/repo' "$TMP/outer-paths" || check_fail "repository inside the source: the snapshot contains it"
-ln -s "$TMP/outer" "$TMP/outer-link"
-ok backup --repo "$TMP/outer-link/backups/repo" "${COMMON[@]}" --volume outer --source "$TMP/outer-link"
-ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" latest --json
-! jget '"\n".join(e["path"] for e in d)' "$TMP/out" | grep -q '^backups/repo' ||
-    check_fail "repository inside the source, both named through a symlink: the snapshot contains it"
-# the source IS the repository: backing the repository up into itself makes no sense
-run backup --repo "$TMP/outer/backups/repo" "${COMMON[@]}" --volume self --source "$TMP/outer/backups/repo" --json
-if [ "$RC" -eq 0 ]; then
-    SELF=$(jget 'd["id"]' "$TMP/out")
-    ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" "$SELF" --json
-    n=$(jget 'len(d)' "$TMP/out")
-    [ "$n" -eq 0 ] || check_fail "source = repository: the backup stored the repository into itself ($n entries, e.g. $(jget 'd[0]["path"]' "$TMP/out")); expected a refusal or an empty snapshot with a warning"
+if skip_s3 "an s3 repository cannot lie inside a local source directory (nor be one)"; then
+    :
 else
-    [ "$RC" -lt 128 ] && grep -q 'pvbackup: error:' "$TMP/err" ||
-        check_fail "source = repository: exit $RC without a clear error"
+    mkdir -p "$TMP/outer/data" "$TMP/outer/backups"
+    printf 'payload\n' >"$TMP/outer/data/payload.txt"
+    ok init --repo "$TMP/outer/backups/repo"
+    ok backup --repo "$TMP/outer/backups/repo" "${COMMON[@]}" --volume outer --source "$TMP/outer"
+    err_has "lies inside the source" "repository inside the source: warning"
+    ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" latest --json
+    jget '"\n".join(e["path"] for e in d)' "$TMP/out" >"$TMP/outer-paths"
+    grep -q '^data/payload.txt$' "$TMP/outer-paths" || check_fail "repository inside the source: the data is missing"
+    ! grep -q '^backups/repo' "$TMP/outer-paths" || check_fail "repository inside the source: the snapshot contains it"
+    ln -s "$TMP/outer" "$TMP/outer-link"
+    ok backup --repo "$TMP/outer-link/backups/repo" "${COMMON[@]}" --volume outer --source "$TMP/outer-link"
+    ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" latest --json
+    ! jget '"\n".join(e["path"] for e in d)' "$TMP/out" | grep -q '^backups/repo' ||
+        check_fail "repository inside the source, both named through a symlink: the snapshot contains it"
+    # the source IS the repository: backing the repository up into itself makes no sense
+    run backup --repo "$TMP/outer/backups/repo" "${COMMON[@]}" --volume self --source "$TMP/outer/backups/repo" --json
+    if [ "$RC" -eq 0 ]; then
+        SELF=$(jget 'd["id"]' "$TMP/out")
+        ok ls --repo "$TMP/outer/backups/repo" "${COMMON[@]}" "$SELF" --json
+        n=$(jget 'len(d)' "$TMP/out")
+        [ "$n" -eq 0 ] || check_fail "source = repository: the backup stored the repository into itself ($n entries, e.g. $(jget 'd[0]["path"]' "$TMP/out")); expected a refusal or an empty snapshot with a warning"
+    else
+        [ "$RC" -lt 128 ] && grep -q 'pvbackup: error:' "$TMP/err" ||
+            check_fail "source = repository: exit $RC without a clear error"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -240,29 +252,41 @@ err_has "$NOSUCH" "unknown id: named"
 expect_rc 4 "an unknown prefix" restore --repo "$REPO" "${COMMON[@]}" "${NOSUCH:0:8}" --target "$TMP/id1"
 [ ! -e "$TMP/id1" ] || check_fail "a restore of an unknown snapshot created its target"
 if [ -n "${PVB_CRAFT:-}" ] && [ -x "${PVB_CRAFT}" ]; then
-    ok init --repo "$TMP/ambiguous"
-    ok backup --repo "$TMP/ambiguous" "${COMMON[@]}" --volume v --source "$SRC/dir"
-    ORIG=$(snapshot_ids "$TMP/ambiguous")
-    "$PVB_CRAFT" --repo "$TMP/ambiguous" collide "$ORIG" >"$TMP/collide" 2>"$TMP/collide.err" ||
+    AMBIGUOUS=$(repo_url ambiguous)
+    ok init --repo "$AMBIGUOUS"
+    ok backup --repo "$AMBIGUOUS" "${COMMON[@]}" --volume v --source "$SRC/dir"
+    ORIG=$(snapshot_ids "$AMBIGUOUS")
+    "$PVB_CRAFT" --repo "$AMBIGUOUS" collide "$ORIG" >"$TMP/collide" 2>"$TMP/collide.err" ||
         fail "pvb_craft collide failed: $(cat "$TMP/collide.err")"
     ID1=$(sed -n 1p "$TMP/collide")
     ID2=$(sed -n 2p "$TMP/collide")
     echo "colliding snapshots ${ID1:0:12} and ${ID2:0:12}"
-    expect_rc 2 "an ambiguous prefix" restore --repo "$TMP/ambiguous" "${COMMON[@]}" "${ID1:0:4}" --target "$TMP/amb"
+    expect_rc 2 "an ambiguous prefix" restore --repo "$AMBIGUOUS" "${COMMON[@]}" "${ID1:0:4}" --target "$TMP/amb"
     err_has "${ID1:0:12}" "ambiguous prefix: candidates listed"
     err_has "${ID2:0:12}" "ambiguous prefix: candidates listed"
     [ ! -e "$TMP/amb" ] || check_fail "an ambiguous prefix created the target"
     # the shortest unique prefix works
     len=5
     while [ "${ID1:0:len}" = "${ID2:0:len}" ]; do len=$((len + 1)); done
-    expect_rc 0 "a unique prefix of ${len} characters" restore --repo "$TMP/ambiguous" "${COMMON[@]}" "${ID1:0:len}" --target "$TMP/amb"
+    expect_rc 0 "a unique prefix of ${len} characters" restore --repo "$AMBIGUOUS" "${COMMON[@]}" "${ID1:0:len}" --target "$TMP/amb"
 else
     note "SKIP ambiguous prefix: PVB_CRAFT (tests/tools/pvb_craft) not given"
 fi
 
 # ---------------------------------------------------------------------------------------
 step "a full disk under the repository"
-MNT="$TMP/small-disk"
+if is_s3; then
+    # s3rver keeps the objects of s3://pvb-test/full-disk in one directory: a small tmpfs
+    # there is a full disk on the server, which then answers 500 InternalError. Retries are
+    # bounded so that the backup gives up quickly.
+    FULL=$(repo_url full-disk)
+    MNT=$(repo_dir "$FULL")
+    LIMIT=(--s3-retry-time 3)
+else
+    MNT="$TMP/small-disk"
+    FULL="$MNT/repo"
+    LIMIT=()
+fi
 mkdir -p "$MNT"
 if ! mount -t tmpfs -o size=40m tmpfs "$MNT" 2>"$TMP/mount.err"; then
     note "SKIP full disk: cannot mount a tmpfs here ($(cat "$TMP/mount.err"))"
@@ -271,25 +295,33 @@ else
     mkdir -p "$TMP/big"
     head -c 20000000 /dev/urandom >"$TMP/big/random.bin"
     make_files "$TMP/big/small" 200 1 4000 12
-    ok init --repo "$MNT/repo"
+    ok init --repo "$FULL"
     # leave about 6 MiB free
     avail_kb=$(df -k --output=avail "$MNT" | tail -n 1)
     head -c $(((avail_kb - 6 * 1024) * 1024)) /dev/zero >"$MNT/filler"
-    run backup --repo "$MNT/repo" "${COMMON[@]}" --volume big --source "$TMP/big"
+    t0=$SECONDS
+    run backup --repo "$FULL" "${COMMON[@]}" "${LIMIT[@]}" --volume big --source "$TMP/big"
+    took=$((SECONDS - t0))
     [ "$RC" -eq 8 ] || check_fail "full disk: backup exited $RC, expected 8"
-    err_has "No space left on device" "full disk: says why"
+    if is_s3; then
+        err_has "InternalError" "full disk on the s3 server: says what the server answered"
+        [ "$took" -le 60 ] || check_fail "full disk on the s3 server: backup with --s3-retry-time 3 took ${took}s"
+    else
+        err_has "No space left on device" "full disk: says why"
+    fi
     err_has "hint:" "full disk: a hint"
-    [ "$(count_snapshots "$MNT/repo")" -eq 0 ] || check_fail "full disk: a snapshot is visible"
-    leftovers=$(find "$MNT/repo" -name '.tmp-*' | wc -l)
-    [ "$leftovers" -eq 0 ] || check_fail "full disk: $leftovers temporary file(s) left on the full disk"
-    [ -z "$(ls -A "$MNT/repo/locks" 2>/dev/null)" ] || check_fail "full disk: the lock was not released"
-    expect_rc 0 "full disk: verify (leftover packs are not problems)" verify --repo "$MNT/repo" "${COMMON[@]}"
+    [ "$(count_snapshots "$FULL")" -eq 0 ] || check_fail "full disk: a snapshot is visible"
+    # temporary files (local) or unfinished multipart uploads (s3)
+    leftovers=$(repo_leftovers "$FULL")
+    [ "$leftovers" -eq 0 ] || check_fail "full disk: $leftovers temporary file(s) or upload(s) left behind"
+    [ -z "$(repo_obj_list "$FULL" locks)" ] || check_fail "full disk: the lock was not released"
+    expect_rc 0 "full disk: verify (leftover packs are not problems)" verify --repo "$FULL" "${COMMON[@]}"
     rm -f "$MNT/filler"
-    expect_rc 0 "full disk: backup once there is space again" backup --repo "$MNT/repo" "${COMMON[@]}" --volume big --source "$TMP/big"
+    expect_rc 0 "full disk: backup once there is space again" backup --repo "$FULL" "${COMMON[@]}" --volume big --source "$TMP/big"
     if [ "$RC" -eq 0 ]; then
-        expect_rc 0 "full disk: restore" restore --repo "$MNT/repo" "${COMMON[@]}" latest --target "$TMP/big-restored"
+        expect_rc 0 "full disk: restore" restore --repo "$FULL" "${COMMON[@]}" latest --target "$TMP/big-restored"
         tree_same "$TMP/big" "$TMP/big-restored" "full disk: backup after freeing space"
-        expect_rc 0 "full disk: verify --read-data" verify --repo "$MNT/repo" "${COMMON[@]}" --read-data
+        expect_rc 0 "full disk: verify --read-data" verify --repo "$FULL" "${COMMON[@]}" --read-data
     fi
 fi
 

@@ -6,16 +6,23 @@
 #  - `snapshots --json` lists exactly the snapshots of the backups that completed;
 #  - `verify` exits 0 (the unreferenced packs a killed backup leaves are not problems);
 #  - the next backup succeeds (the dead process's lock does not block it) and its restore is
-#    identical to the source.
+#    identical to the source;
+#  - a backup that handles its SIGINT (exit 130) cleans up like any failed backup: it removes
+#    its lock and leaves no temporary file or unfinished multipart upload.
 # A restore killed half-way leaves a partial target; running it again with --overwrite
 # completes it and the result is identical to the source. SIGINT exits 130 (docs/cli.md).
+# Under s3 the packs are sent with multipart uploads (lib/backend.sh), so the kills also land
+# between the parts of an upload; the uploads a kill leaves unfinished are counted like the
+# temporary files of a local repository (for information: only a prune can remove them).
 #
-# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
+# Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree), PVB_TEST_STORAGE
+# (local, the default, or s3: the repository is s3://pvb-test/repo on s3rver).
 set -euo pipefail
 . "$PVB_SOURCE_DIR/tests/integration/lib/faultlib.sh"
 fault_init fault-kill
+backend_init
 
-REPO="$TMP/repo"
+REPO=$(repo_url repo)
 SRC="$TMP/src"
 COMMON=(--no-progress)
 ITERATIONS=${PVB_FAULT_KILL_ITERATIONS:-10}
@@ -56,7 +63,24 @@ EOF
     set -e
     read -r RC DIED <"$TMP/status"
 }
-tmp_leftovers() { find "$REPO" -name '.tmp-*' | wc -l; }
+tmp_leftovers() { repo_leftovers "$REPO"; }
+lock_count() { repo_obj_list "$REPO" locks | wc -l; }
+
+# interrupt_cleaned_up WHAT LOCKS_BEFORE LEFTOVERS_BEFORE: after a handled SIGINT (exit 130,
+# DIED=0) the backup's lock is gone and it left nothing half-written.
+interrupt_cleaned_up() {
+    local what=$1 locks_before=$2 left_before=$3 locks_now left_now problem=""
+    locks_now=$(lock_count)
+    left_now=$(tmp_leftovers)
+    [ "$locks_now" -le "$locks_before" ] ||
+        problem="its lock was left behind (lock objects $locks_before -> $locks_now)"
+    [ "$left_now" -le "$left_before" ] ||
+        problem="${problem:+$problem; }$((left_now - left_before)) temporary file(s) or multipart upload(s) neither completed nor aborted"
+    [ -n "$problem" ] || return 0
+    # (s3: cleanup DELETEs, the lock and multipart aborts, still run after SIGINT/SIGTERM;
+    # before that fix the lock and unfinished uploads stayed behind)
+    check_fail "$what: the interrupted backup did not clean up: $problem"
+}
 
 step "build a ~50 MiB source: random files, compressible text, many small files"
 mkdir -p "$SRC/random"
@@ -101,6 +125,8 @@ for ((it = 1; it <= ITERATIONS; it++)); do
         delay=$(delay_s $((T_BACKUP * 6 / 10 + 10)))
     fi
     before=$(count_snapshots)
+    locks_before=$(lock_count)
+    left_before=$(tmp_leftovers)
     # shellcheck disable=SC2086 # kind holds options
     killed "$sig" "$delay" backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC" $kind
     case "$RC" in
@@ -122,6 +148,7 @@ for ((it = 1; it <= ITERATIONS; it++)); do
             outcome="killed by SIGINT at start"
         else
             grep -q 'interrupt' "$TMP/err" || check_fail "iteration $it: SIGINT exit without a message saying so"
+            interrupt_cleaned_up "iteration $it" "$locks_before" "$left_before"
         fi
         ;;
     *)
@@ -163,6 +190,29 @@ for ((it = 1; it <= ITERATIONS; it++)); do
     fi
 done
 echo "$KILLED backup(s) interrupted, $COMPLETED completed before the signal"
+
+step "SIGINT in the middle of a backup: exit 130, and it cleans up"
+# the same as the SIGINT iterations above, at a fixed point (40 % of a full backup) so that
+# every run checks it
+mutate $((ITERATIONS + 1))
+locks_before=$(lock_count)
+left_before=$(tmp_leftovers)
+killed INT "$(printf '%d.%03d' $((T_BACKUP * 4 / 10 / 1000)) $((T_BACKUP * 4 / 10 % 1000)))" \
+    backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC" --kind full
+echo "backup hit by SIGINT after $((T_BACKUP * 4 / 10)) ms: exit $RC, locks $locks_before -> $(lock_count), leftovers $left_before -> $(tmp_leftovers)"
+case "$RC" in
+0) EXPECTED=$((EXPECTED + 1)) && note "the backup completed before the signal: nothing to check" ;;
+130)
+    if [ "$DIED" = 0 ]; then
+        grep -q 'interrupt' "$TMP/err" || check_fail "mid-backup SIGINT: exit 130 without a message saying so"
+        interrupt_cleaned_up "mid-backup SIGINT" "$locks_before" "$left_before"
+    fi
+    ;;
+*) check_fail "mid-backup SIGINT: backup exited $RC, expected 130 (or 0)" ;;
+esac
+# the latest snapshot is the source again (the restores below compare with it)
+expect_rc 0 "the backup after the mid-backup SIGINT" backup --repo "$REPO" "${COMMON[@]}" --volume vol --source "$SRC"
+[ "$RC" -ne 0 ] || EXPECTED=$((EXPECTED + 1))
 [ "$KILLED" -gt 0 ] || check_fail "no backup was interrupted: the kill points never hit a running backup"
 
 step "after all kills: snapshot count, verify --read-data"

@@ -24,6 +24,7 @@
 #define BACKOFF_MAX_SECONDS 20.0
 #define RETRY_AFTER_MAX_SECONDS 60.0
 #define CONNECT_TIMEOUT_SECONDS 10L
+#define CLEANUP_TIMEOUT_SECONDS 10L /* a DELETE sent after SIGINT/SIGTERM */
 #define HEADER_MAX 8192 /* bytes of response headers kept, for Content-Length and the like */
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -150,6 +151,9 @@ typedef struct transfer {
     s3_response *resp;
     double retry_after; /* seconds, 0 when absent */
     char request_id[128];
+    /* DELETEs clean up (a lock, an abandoned multipart upload): they still run after
+     * SIGINT/SIGTERM, once, so that an interrupted run leaves nothing behind */
+    bool cleanup;
 } transfer;
 
 static size_t on_read(char *dest, size_t size, size_t nitems, void *userdata)
@@ -254,12 +258,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
 static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
-    PVB_UNUSED(userdata);
+    const transfer *t = userdata;
     PVB_UNUSED(dltotal);
     PVB_UNUSED(dlnow);
     PVB_UNUSED(ultotal);
     PVB_UNUSED(ulnow);
-    return pvb_interrupted() ? 1 : 0;
+    return pvb_interrupted() && !t->cleanup ? 1 : 0;
 }
 
 /* ---- classification ---- */
@@ -461,8 +465,11 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->timeout_seconds);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (t->cleanup && pvb_interrupted())
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, CLEANUP_TIMEOUT_SECONDS);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, t);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
@@ -495,7 +502,7 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
 
     atomic_fetch_add_explicit(&c->requests, 1, memory_order_relaxed);
     CURLcode cc = curl_easy_perform(h);
-    if (cc == CURLE_ABORTED_BY_CALLBACK || pvb_interrupted()) {
+    if (cc == CURLE_ABORTED_BY_CALLBACK || (pvb_interrupted() && !t->cleanup)) {
         rc = PVB_ERR(err, PVB_E_INTERRUPTED, "interrupted during %s %s", req->method, req->what);
         goto out;
     }
@@ -574,6 +581,7 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
         t.body_too_large = false;
         t.resp = resp;
         t.retry_after = 0;
+        t.cleanup = strcmp(req->method, "DELETE") == 0;
         t.request_id[0] = '\0';
         memset(resp, 0, sizeof(*resp));
 
@@ -596,8 +604,8 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
             rc = PVB_ERR(err, PVB_E_NETWORK, "s3 answered %ld %s to %s %s", resp->status,
                          doc.code[0] != '\0' ? doc.code : "", req->method, req->what);
         }
-        if (!retry || rc == PVB_E_INTERRUPTED)
-            goto out;
+        if (!retry || rc == PVB_E_INTERRUPTED || pvb_interrupted())
+            goto out; /* after SIGINT/SIGTERM a cleanup request gets one attempt */
 
         /* Full jitter: a random wait up to the exponential step, so that many clients
          * throttled at once do not come back in step. */

@@ -5,6 +5,10 @@
 #
 # fault_init makes the workspace $TMP (removed on exit), sets PVBACKUP_CATALOG and
 # PVBACKUP_PASSWORD inside it and clears the PVBACKUP_* variables a caller may have set.
+# The helpers of backend.sh come with this file: a test that runs on either backend
+# (PVB_TEST_STORAGE=local or s3) calls backend_init after fault_init, names its repositories
+# with repo_url NAME and reaches their objects with repo_obj_path, repo_obj_list ..., so that
+# the same assertions run on both. (Tests that start s3rver themselves do not call it.)
 #
 # Two kinds of assertion:
 #   fail MSG     stop the test now (the rest would make no sense);
@@ -19,6 +23,8 @@
 : "${PVB_SOURCE_DIR:?set PVB_SOURCE_DIR to the root of the source tree}"
 export PVBACKUP_TEST_WEAK_KDF="${PVBACKUP_TEST_WEAK_KDF:-1}"
 FAULT_LIB="$PVB_SOURCE_DIR/tests/integration/lib"
+# shellcheck source=tests/integration/lib/backend.sh
+. "$FAULT_LIB/backend.sh"
 FAULT_FAILURES=0
 FAULT_CLEANUPS=()
 TMP=""
