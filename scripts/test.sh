@@ -8,8 +8,8 @@
 #   build-asan  build-asan/: ASan + UBSan (PVB_SANITIZE=ON)       skip: PVB_SKIP_ASAN=1
 #   ctest-asan  the whole suite again, leaks detected, UB fatal    skip: PVB_SKIP_ASAN=1
 #   build-tsan  build-tsan/: ThreadSanitizer (PVB_TSAN=ON)           skip: PVB_SKIP_TSAN=1
-#   ctest-tsan  the concurrent parts (backup pipeline, restore, packer) and the CLI
-#               integration test under TSan                      skip: PVB_SKIP_TSAN=1
+#   ctest-tsan  the concurrent parts (backup pipeline, restore, packer, S3 client) and the CLI
+#               integration test (local and S3) under TSan                      skip: PVB_SKIP_TSAN=1
 #   format      clang-format --dry-run -Werror on src/ include/ tests/
 #   build-fuzz  build-fuzz/: clang, PVB_FUZZ=ON (when tests/fuzz/CMakeLists.txt exists)
 #   fuzz        each fuzz_* target for PVB_FUZZ_SECONDS on tests/fuzz/corpus/<target>/
@@ -143,7 +143,7 @@ if [ "${PVB_SKIP_TSAN:-0}" = 1 ]; then
     skip ctest-tsan PVB_SKIP_TSAN=1
 elif build build-tsan build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPVB_WERROR=ON \
     -DPVB_SANITIZE=OFF -DPVB_TSAN=ON -DPVB_FUZZ=OFF -DPVB_TESTS=ON; then
-    CTEST_FILTER='unit/(backup|restore|repo)/|integration/test_cli_basic' \
+    CTEST_FILTER='unit/(backup|restore|repo|storage)/|integration(-s3)?/test_cli_basic|integration/test_s3_storage' \
         run_ctest ctest-tsan build-tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 else
     record ctest-tsan "not run: build failed" 0 1 0

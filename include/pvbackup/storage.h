@@ -93,6 +93,9 @@ int pvb_storage_head(pvb_storage *st, const char *name, uint64_t *size, pvb_erro
 int pvb_storage_list(pvb_storage *st, const char *prefix, pvb_storage_list_fn fn, void *ctx,
                      pvb_error *err);
 int pvb_storage_delete(pvb_storage *st, const char *name, pvb_error *err);
+/* Whether the location itself exists and answers (S3: the bucket, with these credentials).
+ * Callers use it to explain a missing object: "no repository" versus "no bucket". */
+int pvb_storage_check(pvb_storage *st, pvb_error *err);
 /* Delete several objects (S3: DeleteObjects, 1000 per request). Missing ones are no error. */
 int pvb_storage_delete_many(pvb_storage *st, const char *const *names, size_t n, pvb_error *err);
 

@@ -217,6 +217,10 @@ int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pv
     pvb_index_init(&repo->index);
     rc = pvb_storage_head(st, CONFIG_NAME, NULL, err);
     if (rc == PVB_E_NOT_FOUND) {
+        /* no config: is the place itself missing (an S3 bucket), or only the repository? */
+        if ((rc = pvb_storage_check(st, err)) != PVB_OK)
+            goto out;
+        rc = PVB_E_NOT_FOUND;
         PVB_ERR(err, PVB_E_NOT_FOUND, "no repository at '%s'", pvb_storage_describe(st));
         pvb_error_hint(err, "create one with 'pvbackup init --repo %s'", pvb_storage_describe(st));
         goto out;

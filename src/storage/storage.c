@@ -406,6 +406,14 @@ int pvb_storage_delete_many(pvb_storage *st, const char *const *names, size_t n,
     return PVB_OK;
 }
 
+int pvb_storage_check(pvb_storage *st, pvb_error *err)
+{
+    if (st->ops->check == NULL)
+        return PVB_OK;
+    count_request(st);
+    return st->ops->check(st->impl, err);
+}
+
 void pvb_storage_set_upload_concurrency(pvb_storage *st, int n)
 {
     st->upload_concurrency = n > 0 ? n : 0;

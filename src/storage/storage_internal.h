@@ -20,6 +20,8 @@ typedef struct pvb_storage_ops {
     int (*del)(void *impl, const char *name, pvb_error *err);
     /* optional: delete several objects in few requests (NULL: one del per name) */
     int (*del_many)(void *impl, const char *const *names, size_t n, pvb_error *err);
+    /* optional: is the location itself there (S3: the bucket)? PVB_OK when it is */
+    int (*check)(void *impl, pvb_error *err);
     /* optional: the backend's own request and retry counts (HTTP requests, multipart parts) */
     void (*stats)(void *impl, pvb_storage_stats *out);
     void (*free)(void *impl);

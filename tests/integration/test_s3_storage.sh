@@ -97,4 +97,34 @@ tool "s3://no-such-bucket/x" list
 [ "$RC" -eq 4 ] || check_fail "missing bucket: exit $RC, expected 4"
 grep -q 'no-such-bucket' "$TMP/err" || check_fail "missing bucket: $(cat "$TMP/err")"
 
+step "s3: --limit-upload and --limit-download hold the rate over all transfers"
+export PVBACKUP_PASSWORD=limit-test
+mkdir -p "$TMP/limited"
+head -c $((6 * 1024 * 1024)) /dev/urandom >"$TMP/limited/random.bin"
+run init --repo "s3://$PVB_S3_BUCKET/limited"
+[ "$RC" -eq 0 ] || fail "init for the limit test exited $RC"
+start=$(date +%s.%N)
+run backup --repo "s3://$PVB_S3_BUCKET/limited" --volume v --source "$TMP/limited" \
+    --limit-upload 2MiB --no-progress
+took=$(python3 -c "print($(date +%s.%N) - $start)")
+[ "$RC" -eq 0 ] || check_fail "limited backup exited $RC"
+note "6 MiB backed up at --limit-upload 2MiB in ${took}s"
+python3 -c "import sys; sys.exit(0 if $took >= 2.5 else 1)" ||
+    check_fail "--limit-upload 2MiB: 6 MiB went up in ${took}s"
+start=$(date +%s.%N)
+run restore --repo "s3://$PVB_S3_BUCKET/limited" latest --volume v --target "$TMP/limited-out" \
+    --limit-download 2MiB --no-progress
+took=$(python3 -c "print($(date +%s.%N) - $start)")
+[ "$RC" -eq 0 ] || check_fail "limited restore exited $RC"
+note "6 MiB restored at --limit-download 2MiB in ${took}s"
+python3 -c "import sys; sys.exit(0 if $took >= 2.5 else 1)" ||
+    check_fail "--limit-download 2MiB: 6 MiB came down in ${took}s"
+cmp -s "$TMP/limited/random.bin" "$TMP/limited-out/random.bin" || check_fail "limited restore differs"
+
+step "s3: a missing bucket is named as such, not as a missing repository"
+run snapshots --repo "s3://no-such-bucket/x"
+[ "$RC" -eq 4 ] || check_fail "snapshots on a missing bucket exited $RC, expected 4"
+grep -q "bucket 'no-such-bucket' does not exist" "$TMP/err" ||
+    check_fail "snapshots on a missing bucket: $(cat "$TMP/err")"
+
 fault_finish

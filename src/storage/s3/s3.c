@@ -728,6 +728,13 @@ static void s3_free(void *impl)
     client_free(impl);
 }
 
+static int check_bucket(s3_client *c, pvb_error *err);
+
+static int s3_check(void *impl, pvb_error *err)
+{
+    return check_bucket(impl, err);
+}
+
 static const pvb_storage_ops s3_ops = {
     .name = "s3",
     .put = s3_put,
@@ -737,6 +744,7 @@ static const pvb_storage_ops s3_ops = {
     .list = s3_list,
     .del = s3_del,
     .del_many = s3_del_many,
+    .check = s3_check,
     .stats = s3_stats,
     .free = s3_free,
 };

@@ -463,7 +463,11 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_SECONDS);
     /* a transfer that stalls (no byte for timeout_seconds) fails and is retried */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->timeout_seconds);
+    /* ...and never for longer than the whole retry budget */
+    long stall = c->timeout_seconds;
+    if (c->max_retry_seconds >= 1 && (double)stall > c->max_retry_seconds)
+        stall = (long)c->max_retry_seconds;
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     if (t->cleanup && pvb_interrupted())
         curl_easy_setopt(h, CURLOPT_TIMEOUT, CLEANUP_TIMEOUT_SECONDS);
