@@ -199,7 +199,8 @@ int main(int argc, char **argv)
             rc = fail(&err, "list");
             goto out;
         }
-        qsort(list.names, list.n, sizeof(*list.names), cmp_str);
+        if (list.n > 0)
+            qsort(list.names, list.n, sizeof(*list.names), cmp_str);
         if (strcmp(cmd, "list") == 0) {
             for (size_t idx = 0; idx < list.n; idx++)
                 printf("%s\n", list.names[idx]);

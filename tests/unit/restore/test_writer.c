@@ -1003,7 +1003,7 @@ static void check_large_file(bool buffered_io)
     /* a plain file, written whole in one call */
     pvb_entry plain = mk(PVB_ENTRY_FILE, "plain", 0644);
     plain.size = 6 * mib + 5;
-    put_file(w, &plain, stream, (size_t)plain.size);
+    put_file(w, &plain, want, (size_t)plain.size);
     done(w);
 
     uint8_t *got = malloc(size);
@@ -1030,7 +1030,7 @@ static void check_large_file(bool buffered_io)
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(pread(fd, got, size, 0), (ssize_t)plain.size);
     close(fd);
-    ck_assert_mem_eq(got, stream, (size_t)plain.size);
+    ck_assert_mem_eq(got, want, (size_t)plain.size);
     free(got);
     free(want);
     free(stream);
