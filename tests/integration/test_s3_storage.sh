@@ -52,6 +52,7 @@ for url in "$TMP/local-repo" "s3://$PVB_S3_BUCKET/storage-test"; do
     tool_ok "$url" list many2
     [ "$(wc -l <"$TMP/out")" -eq 3 ] || check_fail "$kind: delete-all of 'many' touched 'many2'"
     tool_ok "$url" delete many/obj-00001 never/was # missing objects are no error
+    tool_ok "$url" rm never/was
 
     step "$kind: a 21 MiB object in 5 MiB parts, read back whole and in ranges"
     PVB_TOOL_MULTIPART_THRESHOLD=5242880 PVB_TOOL_PART_SIZE=5242880 \
@@ -95,6 +96,8 @@ tool "s3://$PVB_S3_BUCKET/storage-test" head x/y
 [ "$RC" -eq 4 ] || check_fail "wrong secret: something was written"
 tool "s3://no-such-bucket/x" list
 [ "$RC" -eq 4 ] || check_fail "missing bucket: exit $RC, expected 4"
+tool "s3://no-such-bucket/x" rm some/object # a delete there is no success either
+[ "$RC" -eq 4 ] || check_fail "delete in a missing bucket: exit $RC, expected 4"
 grep -q 'no-such-bucket' "$TMP/err" || check_fail "missing bucket: $(cat "$TMP/err")"
 
 step "s3: --limit-upload and --limit-download hold the rate over all transfers"

@@ -9,6 +9,7 @@
  *                                               from 8 threads
  *   pvb_storage_tool URL list [DIR]             print the names of the objects, sorted
  *   pvb_storage_tool URL delete NAME...         delete_many of the names given
+ *   pvb_storage_tool URL rm NAME                delete of one object
  *   pvb_storage_tool URL delete-all [DIR]       list, then delete_many of everything listed
  *   pvb_storage_tool URL stats-after put NAME FILE   put, then print "requests N retries N"
  *
@@ -207,6 +208,11 @@ int main(int argc, char **argv)
         } else if (pvb_storage_delete_many(st, (const char *const *)list.names, list.n, &err) !=
                    PVB_OK) {
             rc = fail(&err, "delete-all");
+            goto out;
+        }
+    } else if (strcmp(cmd, "rm") == 0 && argc == 4) {
+        if (pvb_storage_delete(st, argv[3], &err) != PVB_OK) {
+            rc = fail(&err, "rm");
             goto out;
         }
     } else if (strcmp(cmd, "delete") == 0 && argc >= 4) {

@@ -639,8 +639,9 @@ static int s3_del(void *impl, const char *name, pvb_error *err)
     s3_request req = {.method = "DELETE", .key = key, .what = what};
     s3_response resp;
     int rc = s3_perform(c, &req, &resp, err);
-    if (rc == PVB_E_NOT_FOUND && resp.status == 404)
-        rc = PVB_OK; /* gone already; a missing bucket is still an error (status 404 too) */
+    /* gone already is fine; a missing bucket (also a 404) is not */
+    if (rc == PVB_E_NOT_FOUND && resp.status == 404 && strcmp(resp.error_code, "NoSuchBucket") != 0)
+        rc = PVB_OK;
     free(key);
     return rc;
 }

@@ -600,6 +600,7 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
             /* an S3 error: its XML body says which (HEAD answers have none) */
             if (t.body.len > 0)
                 pvb_s3xml_parse_error((const char *)t.body.data, t.body.len, &doc);
+            snprintf(resp->error_code, sizeof(resp->error_code), "%s", doc.code);
             retry = status_retryable(resp->status, doc.code);
             if (!retry) {
                 rc = status_error(c, req, resp->status, &doc, err);

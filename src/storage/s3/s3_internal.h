@@ -83,6 +83,7 @@ typedef struct s3_response {
     bool has_content_length;
     char etag[128];
     char content_range[128];
+    char error_code[64]; /* S3's <Code> of a failed answer, "" otherwise */
 } s3_response;
 
 /* Send req, retrying what is worth retrying (5xx, 429, SlowDown, RequestTimeout, resets,
