@@ -156,6 +156,22 @@ expect 2 snapshots --repo "$REPO" --vol v
 expect 2 snapshots --repo "$REPO" --password x
 expect 2 no-such-command
 stderr_has "pvbackup help"
+
+step "bad storage option values -> exit 2, bad storage environment -> exit 9"
+expect 2 snapshots --repo "$REPO" --limit-upload 10Q
+stderr_has "--limit-upload takes a size"
+expect 2 snapshots --repo "$REPO" --s3-timeout 0
+stderr_has "--s3-timeout takes a number of seconds from 1"
+expect 2 snapshots --repo "$REPO" --upload-concurrency 33
+expect 2 snapshots --repo "$REPO" --s3-sse DES
+stderr_has "--s3-sse takes AES256"
+expect 2 snapshots --repo "$REPO" --s3-sse-kms-key-id k1
+stderr_has "needs --s3-sse aws:kms"
+expect 2 snapshots --repo "$REPO" --s3-insecure # no abbreviation of the insecure switch
+PVBACKUP_S3_TIMEOUT=soon expect 9 snapshots --repo "$REPO"
+stderr_has "PVBACKUP_S3_TIMEOUT must be a number of seconds"
+PVBACKUP_LIMIT_DOWNLOAD=fast expect 9 snapshots --repo "$REPO"
+PVBACKUP_S3_TIMEOUT=30 PVBACKUP_LIMIT_DOWNLOAD=1MiB expect 0 snapshots --repo "$REPO"
 expect 2 snapshots --repo
 stderr_has "needs a value"
 expect 2 backup --repo "$REPO" --source "$SRC"

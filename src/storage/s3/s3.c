@@ -237,9 +237,17 @@ static char *object_key(const s3_client *c, const char *name)
 
 /* ---- operations ---- */
 
-static void describe_object(const char *name, char *out, size_t cap)
+/* An object an operation works on: its full key and how messages name it. */
+typedef struct object_ref {
+    char *key;
+    char what[PVB_STORAGE_NAME_MAX + 16]; /* "object 'NAME'" */
+} object_ref;
+
+static int object_ref_init(const s3_client *c, const char *name, object_ref *o, pvb_error *err)
 {
-    snprintf(out, cap, "object '%s'", name);
+    snprintf(o->what, sizeof(o->what), "object '%s'", name);
+    o->key = object_key(c, name);
+    return o->key != NULL ? PVB_OK : PVB_ERR(err, PVB_E_NOMEM, "out of memory");
 }
 
 /* Headers every upload of a whole object (or the start of a multipart one) carries. */
@@ -473,15 +481,13 @@ out:
 static int s3_put(void *impl, const char *name, const void *data, size_t len, pvb_error *err)
 {
     s3_client *c = impl;
-    char what[PVB_STORAGE_NAME_MAX + 16];
-    describe_object(name, what, sizeof(what));
-    char *key = object_key(c, name);
-    if (key == NULL)
-        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    object_ref o;
+    if (object_ref_init(c, name, &o, err) != PVB_OK)
+        return PVB_E_NOMEM;
     int rc = (uint64_t)len >= c->multipart_threshold && (uint64_t)len > c->part_size
-                 ? put_multipart(c, key, what, data, len, err)
-                 : put_single(c, key, what, data, len, err);
-    free(key);
+                 ? put_multipart(c, o.key, o.what, data, len, err)
+                 : put_single(c, o.key, o.what, data, len, err);
+    free(o.key);
     return rc;
 }
 
@@ -489,14 +495,12 @@ static int s3_get(void *impl, const char *name, uint64_t offset, uint64_t length
                   pvb_error *err)
 {
     s3_client *c = impl;
-    char what[PVB_STORAGE_NAME_MAX + 16];
     char range[64];
     pvb_s3_kv hdrs[1];
     size_t nh = 0;
-    describe_object(name, what, sizeof(what));
-    char *key = object_key(c, name);
-    if (key == NULL)
-        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    object_ref o;
+    if (object_ref_init(c, name, &o, err) != PVB_OK)
+        return PVB_E_NOMEM;
     if (length > 0) {
         snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, offset, offset + length - 1);
         hdrs[nh++] = (pvb_s3_kv){"range", range};
@@ -505,18 +509,18 @@ static int s3_get(void *impl, const char *name, uint64_t offset, uint64_t length
         hdrs[nh++] = (pvb_s3_kv){"range", range};
     }
     s3_request req = {.method = "GET",
-                      .key = key,
+                      .key = o.key,
                       .headers = hdrs,
                       .n_headers = nh,
                       .response = out,
                       .max_response = length > 0 ? (size_t)length : 0,
-                      .what = what};
+                      .what = o.what};
     s3_response resp;
     int rc = s3_perform(c, &req, &resp, err);
     if (rc == PVB_OK && nh > 0 && resp.status == 200 && offset > 0) {
         /* the server ignored the range and sent everything: keep the part asked for */
         if (offset >= out->len) {
-            rc = PVB_ERR(err, PVB_E_CORRUPT, "%s is shorter than expected", what);
+            rc = PVB_ERR(err, PVB_E_CORRUPT, "%s is shorter than expected", o.what);
         } else {
             size_t keep = out->len - (size_t)offset;
             if (length > 0 && keep > length)
@@ -526,29 +530,27 @@ static int s3_get(void *impl, const char *name, uint64_t offset, uint64_t length
         }
     }
     if (rc == PVB_E_CORRUPT && offset == 0 && length == 0)
-        rc = PVB_ERR(err, PVB_E_CORRUPT, "%s is empty", what);
-    free(key);
+        rc = PVB_ERR(err, PVB_E_CORRUPT, "%s is empty", o.what);
+    free(o.key);
     return rc;
 }
 
 static int s3_head(void *impl, const char *name, uint64_t *size, pvb_error *err)
 {
     s3_client *c = impl;
-    char what[PVB_STORAGE_NAME_MAX + 16];
-    describe_object(name, what, sizeof(what));
-    char *key = object_key(c, name);
-    if (key == NULL)
-        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
-    s3_request req = {.method = "HEAD", .key = key, .what = what};
+    object_ref o;
+    if (object_ref_init(c, name, &o, err) != PVB_OK)
+        return PVB_E_NOMEM;
+    s3_request req = {.method = "HEAD", .key = o.key, .what = o.what};
     s3_response resp;
     int rc = s3_perform(c, &req, &resp, err);
     if (rc == PVB_OK) {
         if (!resp.has_content_length)
-            rc = PVB_ERR(err, PVB_E_IO, "s3 answered HEAD %s without a Content-Length", what);
+            rc = PVB_ERR(err, PVB_E_IO, "s3 answered HEAD %s without a Content-Length", o.what);
         else
             *size = resp.content_length;
     }
-    free(key);
+    free(o.key);
     return rc;
 }
 
@@ -631,18 +633,16 @@ out:
 static int s3_del(void *impl, const char *name, pvb_error *err)
 {
     s3_client *c = impl;
-    char what[PVB_STORAGE_NAME_MAX + 16];
-    describe_object(name, what, sizeof(what));
-    char *key = object_key(c, name);
-    if (key == NULL)
-        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
-    s3_request req = {.method = "DELETE", .key = key, .what = what};
+    object_ref o;
+    if (object_ref_init(c, name, &o, err) != PVB_OK)
+        return PVB_E_NOMEM;
+    s3_request req = {.method = "DELETE", .key = o.key, .what = o.what};
     s3_response resp;
     int rc = s3_perform(c, &req, &resp, err);
     /* gone already is fine; a missing bucket (also a 404) is not */
     if (rc == PVB_E_NOT_FOUND && resp.status == 404 && strcmp(resp.error_code, "NoSuchBucket") != 0)
         rc = PVB_OK;
-    free(key);
+    free(o.key);
     return rc;
 }
 
@@ -766,12 +766,8 @@ static int check_bucket(s3_client *c, pvb_error *err)
                       .max_response = PVB_S3XML_MAX_INPUT,
                       .what = what};
     s3_response resp;
+    /* NoSuchBucket, wrong credentials and the like come back as their own errors */
     int rc = s3_perform(c, &req, &resp, err);
-    if (rc == PVB_E_NOT_FOUND && strstr(err->msg, "does not exist") == NULL) {
-        rc = PVB_ERR(err, PVB_E_NOT_FOUND, "s3 bucket '%s' does not exist", c->bucket);
-        pvb_error_hint(err, "create the bucket first, or check the bucket name, --s3-endpoint "
-                            "and --s3-region");
-    }
     pvb_buf_free(&body);
     return rc;
 }

@@ -307,7 +307,8 @@ static int status_error(const s3_client *c, const s3_request *req, long status,
     snprintf(shown, sizeof(shown), "%s", code[0] != '\0' ? code : "no error code");
     int rc;
 
-    if (strcmp(code, "NoSuchBucket") == 0) {
+    /* a 404 to a request on the bucket itself (a listing) can only mean the bucket */
+    if (strcmp(code, "NoSuchBucket") == 0 || (status == 404 && req->key == NULL)) {
         rc = PVB_ERR(err, PVB_E_NOT_FOUND, "s3 bucket '%s' does not exist (%s)", c->bucket, shown);
         pvb_error_hint(err, "create the bucket first, or check the bucket name, --s3-endpoint "
                             "and --s3-region");
