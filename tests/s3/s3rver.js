@@ -132,6 +132,34 @@ function loadS3rver() {
   }
 }
 
+// s3rver 4.0.4 streams a PUT body straight into the object's file, so a client killed in
+// the middle of a PUT leaves a torn object under the key: real S3 (and MinIO, Ceph RGW...)
+// never publish a partial object, and pvbackup's format relies on that: it is what makes a
+// snapshot appear whole or not at all after kill -9. Make this server atomic the same way
+// (body into a temporary file, then rename) so that the kill tests test pvbackup, not this
+// server's shortcut. Temporary names lack the object suffix, so listings never show them.
+function makePutsAtomic() {
+  let FilesystemStore;
+  try {
+    FilesystemStore = require('@20minutes/s3rver/lib/stores/filesystem');
+  } catch (err) {
+    die(`cannot load s3rver's filesystem store (${err.code || err.message})`);
+  }
+  const putContent = FilesystemStore.prototype.putContent;
+  if (typeof putContent !== 'function') die("s3rver's store has no putContent: version changed?");
+  FilesystemStore.prototype.putContent = async function atomicPutContent(objectPath, content) {
+    const tmp = `${objectPath}.pvbtmp-${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+    try {
+      const result = await putContent.call(this, tmp, content);
+      await fs.promises.rename(tmp, objectPath);
+      return result;
+    } catch (err) {
+      await fs.promises.rm(tmp, { force: true });
+      throw err;
+    }
+  };
+}
+
 function writeFileAtomic(file, text) {
   const tmp = `${file}.tmp.${process.pid}`;
   fs.writeFileSync(tmp, text);
@@ -142,6 +170,7 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   checkLegacyProvider();
   const S3rver = loadS3rver();
+  makePutsAtomic();
   fs.mkdirSync(opts.dir, { recursive: true });
 
   let logStream;

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "pvbackup/interrupt.h"
 #include "pvbackup/log.h"
 
 /* The S3 backend: objects live under s3://BUCKET/PREFIX/<name>. What S3 lacks (atomic
@@ -376,7 +377,8 @@ static int put_multipart(s3_client *c, const char *key, const char *what, const 
                         .n_headers = nh,
                         .response = &body,
                         .max_response = PVB_S3XML_MAX_INPUT,
-                        .what = what};
+                        .what = what,
+                        .finish_on_interrupt = true};
     s3_response resp;
     if ((rc = s3_perform(c, &start, &resp, err)) != PVB_OK)
         goto out;
@@ -384,6 +386,10 @@ static int put_multipart(s3_client *c, const char *key, const char *what, const 
         PVB_OK) {
         pvb_error_prefix(err, "starting the multipart upload of %s", what);
         goto out;
+    }
+    if (pvb_interrupted()) {
+        rc = PVB_ERR(err, PVB_E_INTERRUPTED, "interrupted before uploading %s", what);
+        goto abort;
     }
 
     /* parts, in parallel */

@@ -586,7 +586,7 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
         t.body_too_large = false;
         t.resp = resp;
         t.retry_after = 0;
-        t.cleanup = strcmp(req->method, "DELETE") == 0;
+        t.cleanup = strcmp(req->method, "DELETE") == 0 || req->finish_on_interrupt;
         t.request_id[0] = '\0';
         memset(resp, 0, sizeof(*resp));
 

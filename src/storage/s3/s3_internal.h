@@ -75,6 +75,10 @@ typedef struct s3_request {
     pvb_buf *response;   /* the response body (2xx), or NULL to drop it */
     size_t max_response; /* refuse a larger body; 0: PVB_BUF_MAX */
     const char *what;    /* for messages: "object 'data/ab/..'", "listing of 'index'" */
+    /* finish even after SIGINT/SIGTERM (one bounded attempt), because stopping half-way
+     * would leave something behind: DELETEs always, and the start of a multipart upload,
+     * whose id is needed to abort it */
+    bool finish_on_interrupt;
 } s3_request;
 
 typedef struct s3_response {
