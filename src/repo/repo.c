@@ -215,7 +215,8 @@ int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pv
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     repo->st = st;
     pvb_index_init(&repo->index);
-    rc = pvb_storage_head(st, CONFIG_NAME, NULL, err);
+    /* one GET, no HEAD first: on S3 every request counts */
+    rc = pvb_storage_get(st, CONFIG_NAME, 0, 0, &cfg, err);
     if (rc == PVB_E_NOT_FOUND) {
         /* no config: is the place itself missing (an S3 bucket), or only the repository? */
         if ((rc = pvb_storage_check(st, err)) != PVB_OK)
@@ -226,8 +227,6 @@ int pvb_repo_open(pvb_storage *st, const char *password, size_t password_len, pv
         goto out;
     }
     if (rc != PVB_OK)
-        goto out;
-    if ((rc = pvb_storage_get(st, CONFIG_NAME, 0, 0, &cfg, err)) != PVB_OK)
         goto out;
     if (cfg.len > MAX_CONFIG_LEN) {
         rc = PVB_ERR(err, PVB_E_CORRUPT, "repository config is too large");

@@ -1,15 +1,20 @@
 /* The restore engine.
  *
- * Plan: walk the selected entries in tree order and turn every block into a reference to a
- * "read": a run of adjacent frames of one pack fetched with one ranged get. Reads are
- * numbered in the order the writer needs them; a frame needed again soon (small files from
- * the two backup workers interleave their frames) reuses a recent read instead of fetching it
- * twice.
- * Fetch: worker threads fetch, authenticate, decompress and hash reads into a ring of W slots;
- * read i may only start once read i-W is released, and planning never reuses a read more
- * than W/2 behind the newest, so every use of read i-W precedes the first use of read i and
- * the ring cannot deadlock.
- * Write: the calling thread writes entries in tree order through the disk writer. */
+ * Plan: walk the selected entries in write order and turn every block into a reference to a
+ * "read": a run of frames decoded together into one slot of memory. Reads are numbered in
+ * the order the writer needs them; a frame needed again soon (small files from the two
+ * backup workers interleave their frames) reuses a recent read instead of decoding it twice.
+ * The sealed bytes of a read's frames come from "fetches": ranged gets of one pack each.
+ * Locally every read has its own fetch of adjacent frames (a pread costs little). On remote
+ * storage a request costs a round trip and, with S3, money: reads share fetches, and a fetch
+ * covers every frame of its pack that reads need while it stays open, so a restore asks for
+ * each pack about once (restic's count) while the writer still writes files one after
+ * another through libarchive.
+ * Fetch: worker threads get fetches ahead of the reads (within a byte budget), then
+ * authenticate, decompress and hash reads into a ring of W slots; read i may only start once
+ * read i-W is released, and planning never reuses a read more than W/2 behind the newest, so
+ * every use of read i-W precedes the first use of read i and the ring cannot deadlock.
+ * Write: the calling thread writes entries in plan order through the disk writer. */
 #include "pvbackup/common.h"
 
 #include "pvbackup/restore.h"
@@ -30,18 +35,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Decoded reads in memory at once (local: 16 of 4 MiB; remote: 8 of 16 MiB). A frame is
- * reused only from the last ring/2 reads: see docs/architecture.md for why that cannot
- * deadlock. */
+/* Decoded reads in memory at once, of at most READ_MAX bytes each. A frame is reused only
+ * from the last RING/2 reads: see docs/architecture.md for why that cannot deadlock. */
 #define RING 16u
-#define RING_REMOTE 8u
-/* A read is one ranged GET of a pack. Locally reads stay small and exact (a pread costs
- * little); on remote storage every request costs a round trip and, with S3, money, so reads
- * grow larger and take in gaps of frames nobody needs (bytes are cheaper than requests), and
- * a frame that a recent read already covers is taken from that read. */
-#define READ_MAX_LOCAL (4u * 1024u * 1024u)
-#define READ_MAX_REMOTE (16u * 1024u * 1024u)
-#define READ_GAP_REMOTE (4u * 1024u * 1024u)
+#define READ_MAX (4u * 1024u * 1024u)
+/* Sealed bytes fetched ahead of the reads that need them. A fetch needed by the next read is
+ * always started, so the cap delays prefetching and never stops the restore. Locally a fetch
+ * is a pread and prefetching only costs memory; remotely 64 MiB keeps four packs in flight,
+ * and 128 MiB was no faster against s3rver (docs/performance.md). */
+#define FETCH_AHEAD_LOCAL 0u
+#define FETCH_AHEAD_REMOTE (64u * 1024u * 1024u)
+/* Remote planning: sealed bytes of the fetches that later frames may still join. A pack
+ * whose fetch was closed to stay within it is fetched again (only the frames still needed). */
+#define FETCH_OPEN_BUDGET (96u * 1024u * 1024u)
+#define FETCH_OPEN_MAX 16u
 #define FETCH_THREADS_REMOTE 4 /* requests in flight: latency, not CPU, bounds a remote read */
 #define PVB_RESTORE_MAX_WRITERS 4
 
@@ -53,22 +60,39 @@ typedef struct need_blob {
     bool bad;       /* set by the fetcher: its frame is damaged or it does not match its id */
 } need_blob;
 
+enum fetch_state { FETCH_WAITING = 0, FETCH_LOADING, FETCH_READY, FETCH_FAILED };
+
+/* One ranged get of a pack. Fetches are numbered in the order of the first read that uses
+ * them, and started in that order. */
+typedef struct fetch_plan {
+    pvb_id pack;
+    uint64_t offset, length; /* byte range of the pack */
+    size_t first_read;
+    size_t last_read; /* planning: the newest read that takes frames from it */
+    uint32_t refs;    /* reads not yet decoded that take frames from it */
+    /* under restore_ctx.mu */
+    enum fetch_state state;
+    pvb_code code; /* FETCH_FAILED: why */
+    pvb_buf sealed;
+} fetch_plan;
+
 typedef struct frame_ref {
     pvb_blob_loc loc;    /* pack and frame; blob fields unused */
     uint32_t raw_offset; /* where the frame's bytes start in the read's decoded bytes */
+    uint32_t fetch;      /* the fetch whose bytes hold it */
 } frame_ref;
 
 typedef struct read_plan {
-    pvb_id pack;
-    uint64_t offset, length; /* byte range of the pack */
     uint64_t raw_total;
     frame_ref *frames;
     size_t n_frames, cap_frames;
     need_blob *blobs;
     size_t n_blobs, cap_blobs;
+    uint32_t *fetches; /* distinct fetches its frames come from */
+    size_t n_fetches, cap_fetches;
     uint32_t uses_left; /* block uses not yet written; the slot is released at zero */
     /* filled by a worker */
-    int state; /* 0 pending, 1 ready, 2 failed */
+    int state; /* 0 pending, 1 ready */
     char error[1024];
     bool released;
 } read_plan;
@@ -87,7 +111,7 @@ typedef struct planned_entry {
     /* write order (remote storage): pass, then where the file's data starts */
     int pass;
     bool has_data;
-    pvb_id first_pack;
+    size_t pack_rank; /* of the pack holding the first block, see sort_by_pack */
     uint64_t first_offset;
     size_t tree_pos;
 } planned_entry;
@@ -97,16 +121,22 @@ typedef struct restore_ctx {
     const pvb_snapshot *snap;
     read_plan *reads;
     size_t n_reads, cap_reads;
-    uint64_t read_max; /* bytes of one read, sealed and decoded */
-    uint64_t read_gap; /* unneeded bytes a read may take in to join two frames */
-    size_t ring;       /* slots in use, at most RING */
-    bool pack_order;   /* write files in the order their data lies in packs (remote) */
+    fetch_plan *fetches;
+    size_t n_fetches, cap_fetches;
+    bool remote; /* share fetches between reads, write files in pack order */
+    /* planning (remote): fetches later frames may join, and the last frame found */
+    uint32_t open[FETCH_OPEN_MAX];
+    size_t n_open;
+    size_t hint_read, hint_frame;
     planned_entry *plan;
     size_t n_plan;
     /* fetch state */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     size_t next_read;
+    size_t next_fetch;
+    uint64_t fetch_ahead;   /* cap on fetched_bytes for fetches not needed yet */
+    uint64_t fetched_bytes; /* sealed bytes held by started fetches */
     bool stop;
     pvb_buf slots[RING];
     /* writers */
@@ -185,9 +215,34 @@ static read_plan *new_read(restore_ctx *ctx, pvb_error *err)
     return rp;
 }
 
-static int read_add_frame(read_plan *rp, const pvb_blob_loc *loc, uint32_t *raw_offset,
+/* A fetch starting with one frame, first used by the newest read. */
+static int new_fetch(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *fetch_idx, pvb_error *err)
+{
+    if (ctx->n_fetches == ctx->cap_fetches) {
+        size_t cap = ctx->cap_fetches ? ctx->cap_fetches * 2 : 256;
+        fetch_plan *f = realloc(ctx->fetches, cap * sizeof(*f));
+        if (f == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory planning the restore");
+        ctx->fetches = f;
+        ctx->cap_fetches = cap;
+    }
+    fetch_plan *fp = &ctx->fetches[ctx->n_fetches];
+    memset(fp, 0, sizeof(*fp));
+    fp->pack = loc->pack;
+    fp->offset = loc->frame_offset;
+    fp->length = loc->frame_len;
+    fp->first_read = fp->last_read = ctx->n_reads - 1;
+    *fetch_idx = (uint32_t)ctx->n_fetches++;
+    return PVB_OK;
+}
+
+/* Add a frame to a read, its bytes taken from a fetch that is widened to cover it. */
+static int read_add_frame(restore_ctx *ctx, size_t read_idx, const pvb_blob_loc *loc,
+                          uint32_t fetch_idx, uint32_t *raw_offset, uint32_t *frame_idx,
                           pvb_error *err)
 {
+    read_plan *rp = &ctx->reads[read_idx];
+    fetch_plan *fp = &ctx->fetches[fetch_idx];
     if (rp->n_frames == rp->cap_frames) {
         size_t cap = rp->cap_frames ? rp->cap_frames * 2 : 4;
         frame_ref *f = realloc(rp->frames, cap * sizeof(*f));
@@ -196,18 +251,35 @@ static int read_add_frame(read_plan *rp, const pvb_blob_loc *loc, uint32_t *raw_
         rp->frames = f;
         rp->cap_frames = cap;
     }
-    if (rp->n_frames == 0) {
-        rp->pack = loc->pack;
-        rp->offset = loc->frame_offset;
+    size_t pos = rp->n_fetches;
+    while (pos > 0 && rp->fetches[pos - 1] != fetch_idx)
+        pos--;
+    if (pos == 0) {
+        if (rp->n_fetches == rp->cap_fetches) {
+            size_t cap = rp->cap_fetches ? rp->cap_fetches * 2 : 2;
+            uint32_t *l = realloc(rp->fetches, cap * sizeof(*l));
+            if (l == NULL)
+                return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            rp->fetches = l;
+            rp->cap_fetches = cap;
+        }
+        rp->fetches[rp->n_fetches++] = fetch_idx;
+        fp->refs++;
     }
-    frame_ref *f = &rp->frames[rp->n_frames++];
+    uint64_t end = fp->offset + fp->length;
+    if (loc->frame_offset + loc->frame_len > end)
+        end = loc->frame_offset + loc->frame_len;
+    if (loc->frame_offset < fp->offset)
+        fp->offset = loc->frame_offset;
+    fp->length = end - fp->offset;
+    fp->last_read = read_idx;
+    frame_ref *f = &rp->frames[rp->n_frames];
     f->loc = *loc;
     f->raw_offset = (uint32_t)rp->raw_total;
-    uint64_t end = loc->frame_offset + loc->frame_len - rp->offset;
-    if (end > rp->length) /* a frame inside the range (remote reads with gaps) keeps it */
-        rp->length = end;
+    f->fetch = fetch_idx;
     rp->raw_total += loc->frame_raw_len;
     *raw_offset = f->raw_offset;
+    *frame_idx = (uint32_t)rp->n_frames++;
     return PVB_OK;
 }
 
@@ -238,46 +310,110 @@ static int read_need_blob(read_plan *rp, const pvb_id *id, uint32_t offset, uint
     return PVB_OK;
 }
 
-/* Find or create the read holding a frame; returns its index and the frame's offset in it. */
+static bool same_frame(const pvb_blob_loc *a, const pvb_blob_loc *b)
+{
+    return a->frame_offset == b->frame_offset && memcmp(a->pack.b, b->pack.b, PVB_ID_LEN) == 0;
+}
+
+/* A read among the last RING/2 that decodes the frame already (consecutive blocks of a file
+ * mostly share one: that one is tried first). */
+static bool find_recent_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_idx,
+                              uint32_t *frame_idx)
+{
+    size_t window = RING / 2;
+    size_t lo = ctx->n_reads > window ? ctx->n_reads - window : 0;
+    if (ctx->hint_read >= lo && ctx->hint_read < ctx->n_reads &&
+        ctx->hint_frame < ctx->reads[ctx->hint_read].n_frames &&
+        same_frame(&ctx->reads[ctx->hint_read].frames[ctx->hint_frame].loc, loc)) {
+        *read_idx = (uint32_t)ctx->hint_read;
+        *frame_idx = (uint32_t)ctx->hint_frame;
+        return true;
+    }
+    for (size_t ri = ctx->n_reads; ri-- > lo;) {
+        const read_plan *rp = &ctx->reads[ri];
+        for (size_t fno = rp->n_frames; fno-- > 0;) {
+            if (same_frame(&rp->frames[fno].loc, loc)) {
+                *read_idx = (uint32_t)ri;
+                *frame_idx = (uint32_t)fno;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Local: a read is one fetch of adjacent frames of one pack. */
+static int plan_frame_local(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *fetch_idx,
+                            pvb_error *err)
+{
+    const read_plan *last = ctx->n_reads ? &ctx->reads[ctx->n_reads - 1] : NULL;
+    const fetch_plan *fp = last != NULL ? &ctx->fetches[last->fetches[0]] : NULL;
+    if (last == NULL || memcmp(fp->pack.b, loc->pack.b, PVB_ID_LEN) != 0 ||
+        loc->frame_offset != fp->offset + fp->length || fp->length + loc->frame_len > READ_MAX ||
+        last->raw_total + loc->frame_raw_len > READ_MAX) {
+        if (new_read(ctx, err) == NULL)
+            return PVB_E_NOMEM;
+        return new_fetch(ctx, loc, fetch_idx, err);
+    }
+    *fetch_idx = last->fetches[0];
+    return PVB_OK;
+}
+
+/* Remote: reads take frames from any pack; each frame joins the open fetch of its pack, or
+ * opens one, closing the least recently used fetches beyond FETCH_OPEN_BUDGET. */
+static int plan_frame_remote(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *fetch_idx,
+                             pvb_error *err)
+{
+    if (ctx->n_reads == 0 ||
+        ctx->reads[ctx->n_reads - 1].raw_total + loc->frame_raw_len > READ_MAX) {
+        if (new_read(ctx, err) == NULL)
+            return PVB_E_NOMEM;
+    }
+    uint64_t open_bytes = 0;
+    for (size_t pos = 0; pos < ctx->n_open; pos++) {
+        const fetch_plan *fp = &ctx->fetches[ctx->open[pos]];
+        if (memcmp(fp->pack.b, loc->pack.b, PVB_ID_LEN) == 0) {
+            *fetch_idx = ctx->open[pos];
+            return PVB_OK;
+        }
+        open_bytes += fp->length;
+    }
+    while (ctx->n_open > 0 &&
+           (ctx->n_open == FETCH_OPEN_MAX || open_bytes + loc->frame_len > FETCH_OPEN_BUDGET)) {
+        size_t lru = 0;
+        for (size_t pos = 1; pos < ctx->n_open; pos++) {
+            if (ctx->fetches[ctx->open[pos]].last_read < ctx->fetches[ctx->open[lru]].last_read)
+                lru = pos;
+        }
+        open_bytes -= ctx->fetches[ctx->open[lru]].length;
+        ctx->open[lru] = ctx->open[--ctx->n_open];
+    }
+    int rc = new_fetch(ctx, loc, fetch_idx, err);
+    if (rc == PVB_OK)
+        ctx->open[ctx->n_open++] = *fetch_idx;
+    return rc;
+}
+
+/* Find or plan the read decoding a frame; returns its index and the frame's offset in it. */
 static int plan_frame(restore_ctx *ctx, const pvb_blob_loc *loc, uint32_t *read_idx,
                       uint32_t *raw_offset, uint32_t *frame_idx, pvb_error *err)
 {
-    size_t window = ctx->ring / 2;
-    size_t lo = ctx->n_reads > window ? ctx->n_reads - window : 0;
-    for (size_t ri = ctx->n_reads; ri-- > lo;) {
-        read_plan *rp = &ctx->reads[ri];
-        if (memcmp(rp->pack.b, loc->pack.b, PVB_ID_LEN) != 0)
-            continue;
-        for (size_t fno = rp->n_frames; fno-- > 0;) {
-            if (rp->frames[fno].loc.frame_offset == loc->frame_offset) {
-                *read_idx = (uint32_t)ri;
-                *raw_offset = rp->frames[fno].raw_offset;
-                *frame_idx = (uint32_t)fno;
-                return PVB_OK;
-            }
-        }
-        /* bytes this read fetches anyway (a gap it took in): decode them from it too */
-        if (loc->frame_offset >= rp->offset &&
-            loc->frame_offset + loc->frame_len <= rp->offset + rp->length &&
-            rp->raw_total + loc->frame_raw_len <= ctx->read_max) {
-            *read_idx = (uint32_t)ri;
-            *frame_idx = (uint32_t)rp->n_frames;
-            return read_add_frame(rp, loc, raw_offset, err);
-        }
+    uint32_t fetch_idx = 0;
+    int rc;
+    if (!find_recent_frame(ctx, loc, read_idx, frame_idx)) {
+        rc = ctx->remote ? plan_frame_remote(ctx, loc, &fetch_idx, err)
+                         : plan_frame_local(ctx, loc, &fetch_idx, err);
+        if (rc != PVB_OK)
+            return rc;
+        *read_idx = (uint32_t)(ctx->n_reads - 1);
+        if ((rc = read_add_frame(ctx, *read_idx, loc, fetch_idx, raw_offset, frame_idx, err)) !=
+            PVB_OK)
+            return rc;
     }
-    read_plan *last = ctx->n_reads ? &ctx->reads[ctx->n_reads - 1] : NULL;
-    uint64_t last_end = last != NULL ? last->offset + last->length : 0;
-    if (last == NULL || memcmp(last->pack.b, loc->pack.b, PVB_ID_LEN) != 0 ||
-        loc->frame_offset < last_end || loc->frame_offset - last_end > ctx->read_gap ||
-        loc->frame_offset + loc->frame_len - last->offset > ctx->read_max ||
-        last->raw_total + loc->frame_raw_len > ctx->read_max) {
-        last = new_read(ctx, err);
-        if (last == NULL)
-            return PVB_E_NOMEM;
-    }
-    *read_idx = (uint32_t)(last - ctx->reads);
-    *frame_idx = (uint32_t)last->n_frames;
-    return read_add_frame(last, loc, raw_offset, err);
+    ctx->hint_read = *read_idx;
+    ctx->hint_frame = *frame_idx;
+    *raw_offset = ctx->reads[*read_idx].frames[*frame_idx].raw_offset;
+    return PVB_OK;
 }
 
 static int plan_entry(restore_ctx *ctx, planned_entry *pe, pvb_error *err)
@@ -332,19 +468,56 @@ static bool decode_frame(restore_ctx *ctx, const char *name, const frame_ref *f,
     return false;
 }
 
-/* Fetch, authenticate, decompress and hash one read. Damage is tracked per frame and per
- * blob, so one bad frame fails only the files that use it. */
-static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
+/* Get a fetch's bytes (the caller marked it FETCH_LOADING). A failed get leaves the frames to
+ * be fetched one by one when they are decoded, so damage stays confined to the frames it
+ * touches, unless the pack is not there at all. */
+static void load_fetch(restore_ctx *ctx, fetch_plan *fp)
+{
+    pvb_buf sealed = PVB_BUF_INIT;
+    pvb_error err = {0};
+    char name[128];
+    pvb_repo_pack_name(&fp->pack, name, sizeof(name));
+    int rc =
+        pvb_storage_get(pvb_repo_storage(ctx->repo), name, fp->offset, fp->length, &sealed, &err);
+    if (rc == PVB_OK && sealed.len != fp->length)
+        rc = PVB_ERR(&err, PVB_E_CORRUPT, "pack '%s' is shorter than the index says", name);
+    if (rc != PVB_OK)
+        PVB_DEBUG("fetch of pack '%s' failed (%s): decoding its frames one by one", name, err.msg);
+    pthread_mutex_lock(&ctx->mu);
+    fp->sealed = sealed;
+    fp->code = (pvb_code)rc;
+    fp->state = rc == PVB_OK ? FETCH_READY : FETCH_FAILED;
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+/* A read is decoded: the fetches it used lose a reference, and the last frees their bytes. */
+static void release_fetches(restore_ctx *ctx, const read_plan *rp)
+{
+    pthread_mutex_lock(&ctx->mu);
+    for (size_t pos = 0; pos < rp->n_fetches; pos++) {
+        fetch_plan *fp = &ctx->fetches[rp->fetches[pos]];
+        if (fp->refs > 0 && --fp->refs == 0) {
+            pvb_buf_free(&fp->sealed);
+            ctx->fetched_bytes -= fp->length;
+        }
+    }
+    pthread_cond_broadcast(&ctx->cond);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+/* Authenticate, decompress and hash one read from its fetched bytes. Damage is tracked per
+ * frame and per blob, so one bad frame fails only the files that use it. */
+static void decode_read(restore_ctx *ctx, size_t ri, pvb_buf *out)
 {
     read_plan *rp = &ctx->reads[ri];
-    pvb_buf sealed = PVB_BUF_INIT, one = PVB_BUF_INIT;
+    pvb_buf one = PVB_BUF_INIT;
     pvb_error err = {0}, first = {0};
     char name[128];
     char hex[65];
-    bool whole = false, any_bad = false;
+    bool any_bad = false;
     bool *frame_bad = calloc(rp->n_frames ? rp->n_frames : 1, sizeof(*frame_bad));
     pvb_buf_reset(out);
-    pvb_repo_pack_name(&rp->pack, name, sizeof(name));
     if (frame_bad == NULL || pvb_buf_reserve(out, (size_t)rp->raw_total, &err) != PVB_OK) {
         PVB_ERR(&first, PVB_E_NOMEM, "out of memory");
         for (size_t bno = 0; bno < rp->n_blobs; bno++)
@@ -352,18 +525,24 @@ static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
         any_bad = true;
         goto done;
     }
-    whole = pvb_storage_get(pvb_repo_storage(ctx->repo), name, rp->offset, rp->length, &sealed,
-                            &err) == PVB_OK;
     for (size_t fno = 0; fno < rp->n_frames; fno++) {
         const frame_ref *f = &rp->frames[fno];
+        const fetch_plan *fp = &ctx->fetches[f->fetch];
         const uint8_t *bytes = NULL;
         pvb_error ferr = {0};
-        if (whole) {
-            bytes = sealed.data + (f->loc.frame_offset - rp->offset);
-        } else if (pvb_storage_get(pvb_repo_storage(ctx->repo), name, f->loc.frame_offset,
-                                   f->loc.frame_len, &one, &ferr) == PVB_OK) {
-            bytes = one.data; /* the range failed as a whole: salvage frame by frame */
+        pvb_repo_pack_name(&f->loc.pack, name, sizeof(name));
+        if (fp->state == FETCH_READY) {
+            bytes = fp->sealed.data + (f->loc.frame_offset - fp->offset);
+        } else if (fp->code != PVB_E_NOT_FOUND &&
+                   pvb_storage_get(pvb_repo_storage(ctx->repo), name, f->loc.frame_offset,
+                                   f->loc.frame_len, &one, &ferr) == PVB_OK &&
+                   one.len == f->loc.frame_len) {
+            bytes = one.data;
         } else {
+            if (ferr.code == PVB_OK)
+                PVB_ERR(&ferr, fp->code == PVB_E_NOT_FOUND ? PVB_E_NOT_FOUND : PVB_E_CORRUPT, "%s",
+                        fp->code == PVB_E_NOT_FOUND ? "the pack is missing"
+                                                    : "the pack is shorter than the index says");
             pvb_error_prefix(&ferr, "pack '%s' frame at offset %llu", name,
                              (unsigned long long)f->loc.frame_offset);
         }
@@ -389,6 +568,7 @@ static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
             b->bad = true;
             if (!any_bad) {
                 pvb_id_hex(&b->id, hex);
+                pvb_repo_pack_name(&rp->frames[b->frame].loc.pack, name, sizeof(name));
                 PVB_ERR(&first, PVB_E_CORRUPT, "pack '%s': block %.16s does not match its id", name,
                         hex);
             }
@@ -396,6 +576,7 @@ static void fetch_one(restore_ctx *ctx, size_t ri, pvb_buf *out)
         }
     }
 done:
+    release_fetches(ctx, rp);
     pthread_mutex_lock(&ctx->mu);
     rp->state = 1;
     if (any_bad)
@@ -403,27 +584,49 @@ done:
     pthread_cond_broadcast(&ctx->cond);
     pthread_mutex_unlock(&ctx->mu);
     free(frame_bad);
-    pvb_buf_free(&sealed);
     pvb_buf_free(&one);
 }
 
+static bool read_fetched(const restore_ctx *ctx, size_t ri)
+{
+    const read_plan *rp = &ctx->reads[ri];
+    for (size_t pos = 0; pos < rp->n_fetches; pos++) {
+        enum fetch_state st = ctx->fetches[rp->fetches[pos]].state;
+        if (st != FETCH_READY && st != FETCH_FAILED)
+            return false;
+    }
+    return true;
+}
+
+/* Worker: decode the next read when its slot is free and its fetches are in, else start the
+ * next fetch: always when the next read needs it, within the fetch_ahead budget otherwise.
+ * Fetches start in the order reads first need them, so the next read never waits behind a
+ * fetch that cannot start. */
 static void *fetch_main(void *arg)
 {
     restore_ctx *ctx = arg;
     pthread_mutex_lock(&ctx->mu);
-    for (;;) {
+    while (!ctx->stop && ctx->next_read < ctx->n_reads) {
         size_t ri = ctx->next_read;
-        while (!ctx->stop && ri < ctx->n_reads && ri >= ctx->ring &&
-               !ctx->reads[ri - ctx->ring].released)
-            pthread_cond_wait(&ctx->cond, &ctx->mu);
-        if (ctx->stop || ctx->next_read >= ctx->n_reads)
-            break;
-        if (ri != ctx->next_read)
-            continue; /* another worker took it while we waited */
-        ctx->next_read++;
-        pthread_mutex_unlock(&ctx->mu);
-        fetch_one(ctx, ri, &ctx->slots[ri % ctx->ring]);
-        pthread_mutex_lock(&ctx->mu);
+        if ((ri < RING || ctx->reads[ri - RING].released) && read_fetched(ctx, ri)) {
+            ctx->next_read++;
+            pthread_mutex_unlock(&ctx->mu);
+            decode_read(ctx, ri, &ctx->slots[ri % RING]);
+            pthread_mutex_lock(&ctx->mu);
+            continue;
+        }
+        fetch_plan *fp = ctx->next_fetch < ctx->n_fetches ? &ctx->fetches[ctx->next_fetch] : NULL;
+        if (fp != NULL &&
+            (fp->first_read <= ri || ctx->fetched_bytes + fp->length <= ctx->fetch_ahead)) {
+            ctx->next_fetch++;
+            fp->state = FETCH_LOADING;
+            ctx->fetched_bytes += fp->length;
+            pthread_mutex_unlock(&ctx->mu);
+            load_fetch(ctx, fp);
+            pthread_mutex_lock(&ctx->mu);
+            continue;
+        }
+        pthread_cond_wait(&ctx->cond, &ctx->mu);
     }
     pthread_mutex_unlock(&ctx->mu);
     return NULL;
@@ -441,7 +644,7 @@ static const uint8_t *await_block(restore_ctx *ctx, const block_use *use, const 
         *why = rp->error[0] ? rp->error : "damaged data";
         return NULL;
     }
-    return ctx->slots[use->read % ctx->ring].data;
+    return ctx->slots[use->read % RING].data;
 }
 
 /* A writer is done with one use of a read; after the last, its slot may be refilled. Uses
@@ -491,22 +694,41 @@ static int cmp_write_order(const void *pa, const void *pb)
     if (a->has_data != b->has_data)
         return a->has_data ? 1 : -1;
     if (a->has_data) {
-        int c = memcmp(a->first_pack.b, b->first_pack.b, PVB_ID_LEN);
-        if (c != 0)
-            return c;
+        if (a->pack_rank != b->pack_rank)
+            return a->pack_rank < b->pack_rank ? -1 : 1;
         if (a->first_offset != b->first_offset)
             return a->first_offset < b->first_offset ? -1 : 1;
     }
     return a->tree_pos < b->tree_pos ? -1 : a->tree_pos > b->tree_pos;
 }
 
+typedef struct pack_pos {
+    pvb_id pack;
+    size_t pos; /* tree position of a file whose data starts in the pack */
+} pack_pos;
+
+static int cmp_pack_pos(const void *pa, const void *pb)
+{
+    const pack_pos *a = pa, *b = pb;
+    int c = memcmp(a->pack.b, b->pack.b, PVB_ID_LEN);
+    if (c != 0)
+        return c;
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
 /* Order the files (pass 1) by where their data starts, so that reads follow the packs: on
- * remote storage a read then covers a long run of a pack instead of hopping between packs
- * file by file, in tree order (which the backup's parallel workers scattered over packs).
+ * remote storage every pack is then needed during one stretch of the restore and fetched
+ * once. Packs are ranked by the first file in tree order whose data starts in them, which is
+ * about the order the backup wrote them in (it reads the tree in order); a file whose data
+ * lies in an earlier pack (a duplicate of an earlier file) is written with that pack's files.
  * Files may be written in any order: directories come before (pass 0) and get their times
  * at the end; every other pass keeps tree order. */
-static void sort_by_pack(restore_ctx *ctx)
+static int sort_by_pack(restore_ctx *ctx, pvb_error *err)
 {
+    pack_pos *firsts = calloc(ctx->n_plan ? ctx->n_plan : 1, sizeof(*firsts));
+    size_t n_firsts = 0;
+    if (firsts == NULL)
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory planning the restore");
     for (size_t pos = 0; pos < ctx->n_plan; pos++) {
         planned_entry *pe = &ctx->plan[pos];
         pvb_blob_loc loc;
@@ -516,11 +738,35 @@ static void sort_by_pack(restore_ctx *ctx)
                        pe->e->n_blocks > 0 &&
                        pvb_repo_index_find(ctx->repo, &pe->e->blocks[0].id, &loc);
         if (pe->has_data) {
-            pe->first_pack = loc.pack;
             pe->first_offset = loc.frame_offset;
+            firsts[n_firsts++] = (pack_pos){loc.pack, pos};
         }
     }
+    qsort(firsts, n_firsts, sizeof(*firsts), cmp_pack_pos);
+    size_t n_packs = 0;
+    for (size_t pos = 0; pos < n_firsts; pos++) {
+        if (n_packs == 0 || memcmp(firsts[n_packs - 1].pack.b, firsts[pos].pack.b, PVB_ID_LEN) != 0)
+            firsts[n_packs++] = firsts[pos]; /* the smallest position of each pack */
+    }
+    for (size_t pos = 0; pos < ctx->n_plan; pos++) {
+        planned_entry *pe = &ctx->plan[pos];
+        pvb_blob_loc loc;
+        if (!pe->has_data || !pvb_repo_index_find(ctx->repo, &pe->e->blocks[0].id, &loc))
+            continue;
+        pack_pos key = {loc.pack, 0};
+        size_t lo = 0, hi = n_packs;
+        while (lo < hi) { /* the pack's entry: the first not below key */
+            size_t mid = lo + (hi - lo) / 2;
+            if (cmp_pack_pos(&firsts[mid], &key) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        pe->pack_rank = firsts[lo].pos;
+    }
+    free(firsts);
     qsort(ctx->plan, ctx->n_plan, sizeof(*ctx->plan), cmp_write_order);
+    return PVB_OK;
 }
 
 static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_options *opts,
@@ -592,8 +838,8 @@ static int build_plan(restore_ctx *ctx, pvb_tree *tree, const pvb_restore_option
             continue;
         }
     }
-    if (ctx->pack_order)
-        sort_by_pack(ctx);
+    if (ctx->remote && (rc = sort_by_pack(ctx, err)) != PVB_OK)
+        goto out;
     for (size_t pos = 0; pos < ctx->n_plan; pos++) {
         if (ctx->plan[pos].fail == NULL && (rc = plan_entry(ctx, &ctx->plan[pos], err)) != PVB_OK)
             goto out;
@@ -835,20 +1081,20 @@ int pvb_restore_run(pvb_repo *repo, const pvb_snapshot *snap, const pvb_restore_
     if ((rc = pvb_tree_load(repo, snap, &tree, err)) != PVB_OK)
         goto out;
     bool local = (pvb_storage_features(pvb_repo_storage(repo)) & PVB_STORAGE_FEAT_LOCAL) != 0;
-    ctx.read_max = local ? READ_MAX_LOCAL : READ_MAX_REMOTE;
-    ctx.read_gap = local ? 0 : READ_GAP_REMOTE;
-    ctx.ring = local ? RING : RING_REMOTE;
-    ctx.pack_order = !local;
+    ctx.remote = !local;
+    ctx.fetch_ahead = local ? FETCH_AHEAD_LOCAL : FETCH_AHEAD_REMOTE;
     if ((rc = build_plan(&ctx, &tree, opts, err)) != PVB_OK)
         goto out;
     uint64_t fetch_bytes = 0, frame_bytes = 0;
+    for (size_t fno = 0; fno < ctx.n_fetches; fno++)
+        fetch_bytes += ctx.fetches[fno].length;
     for (size_t ri = 0; ri < ctx.n_reads; ri++) {
-        fetch_bytes += ctx.reads[ri].length;
         for (size_t fno = 0; fno < ctx.reads[ri].n_frames; fno++)
             frame_bytes += ctx.reads[ri].frames[fno].loc.frame_len;
     }
-    PVB_DEBUG("restore plan: %zu reads of %.1f MiB in all (%.1f MiB of frames needed)", ctx.n_reads,
-              (double)fetch_bytes / 1048576.0, (double)frame_bytes / 1048576.0);
+    PVB_DEBUG("restore plan: %zu fetches of %.1f MiB in all, %zu reads decoding %.1f MiB of frames",
+              ctx.n_fetches, (double)fetch_bytes / 1048576.0, ctx.n_reads,
+              (double)frame_bytes / 1048576.0);
     uint64_t total = 0;
     for (size_t pos = 0; pos < ctx.n_plan; pos++) {
         if (ctx.plan[pos].e->type == PVB_ENTRY_FILE)
@@ -915,8 +1161,12 @@ out:
     for (size_t ri = 0; ri < ctx.n_reads; ri++) {
         free(ctx.reads[ri].frames);
         free(ctx.reads[ri].blobs);
+        free(ctx.reads[ri].fetches);
     }
     free(ctx.reads);
+    for (size_t fno = 0; fno < ctx.n_fetches; fno++)
+        pvb_buf_free(&ctx.fetches[fno].sealed);
+    free(ctx.fetches);
     for (size_t pos = 0; pos < ctx.n_plan; pos++) {
         free(ctx.plan[pos].uses);
         free(ctx.plan[pos].fail);

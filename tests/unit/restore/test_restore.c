@@ -26,19 +26,35 @@ static char target[PATH_MAX];
 static char repo_path[PATH_MAX];
 static pvb_storage *st;
 static pvb_repo *repo;
+static pvb_test_remote *remote; /* the "remote" test case: st counts gets, as S3 would bill */
 
-static void setup(void)
+static void setup_store(bool remote_store)
 {
     pvb_error err = {0};
+    pvb_storage *local = NULL;
     pvb_repo_init_options opts = {.encrypted = true, .password = "pw", .password_len = 2};
     tmp = pvb_test_tmpdir();
     snprintf(src, sizeof(src), "%s/src", tmp);
     snprintf(target, sizeof(target), "%s/target", tmp);
     snprintf(repo_path, sizeof(repo_path), "%s/repo", tmp);
     ck_assert_int_eq(mkdir(src, 0755), 0);
-    ck_assert_int_eq(pvb_storage_open(repo_path, NULL, true, &st, &err), PVB_OK);
+    ck_assert_int_eq(pvb_storage_open(repo_path, NULL, true, &local, &err), PVB_OK);
+    if (remote_store)
+        pvb_test_remote_storage(local, &remote, &st);
+    else
+        st = local;
     ck_assert_int_eq(pvb_repo_init(st, &opts, NULL, &err), PVB_OK);
     ck_assert_int_eq(pvb_repo_open(st, "pw", 2, &repo, &err), PVB_OK);
+}
+
+static void setup(void)
+{
+    setup_store(false);
+}
+
+static void setup_remote(void)
+{
+    setup_store(true);
 }
 
 static void teardown(void)
@@ -48,6 +64,7 @@ static void teardown(void)
     repo = NULL;
     pvb_storage_free(st);
     st = NULL;
+    remote = NULL;
     pvb_test_tmpdir_free(tmp);
     tmp = NULL;
 }
@@ -709,6 +726,105 @@ static void check_export(const char *name)
     pvb_snapshot_clear(&s);
 }
 
+/* ---- remote storage: what a restore asks for ---- */
+
+typedef struct name_list {
+    char names[64][128];
+    size_t n;
+} name_list;
+
+static int name_list_add(name_list *l, const char *name)
+{
+    for (size_t pos = 0; pos < l->n; pos++) {
+        if (strcmp(l->names[pos], name) == 0)
+            return 0;
+    }
+    ck_assert_uint_lt(l->n, PVB_ARRAY_LEN(l->names));
+    snprintf(l->names[l->n++], sizeof(l->names[0]), "%s", name);
+    return 0;
+}
+
+static int note_tree_pack(const pvb_id *id, const pvb_blob_loc *loc, void *ctx)
+{
+    char name[128];
+    (void)id;
+    if (loc->type != PVB_BLOB_TREE)
+        return 0;
+    pvb_repo_pack_name(&loc->pack, name, sizeof(name));
+    return name_list_add(ctx, name);
+}
+
+static int note_pack(const char *name, uint64_t size, void *ctx)
+{
+    (void)size;
+    return name_list_add(ctx, name);
+}
+
+/* Every pack is requested once (the pack with the snapshot's trees at most twice: the tree
+ * is loaded before the plan is made), however the backup's workers interleaved files in
+ * packs and although a late file duplicates an early one. Local storage reads in smaller
+ * pieces; remote storage must not: S3 bills per request. */
+START_TEST(test_restore_remote_fetches_each_pack_once)
+{
+    pvb_snapshot s;
+    pvb_restore_result res;
+    pvb_error err = {0};
+    write_random("a/big.bin", 18u << 20, 21);
+    for (unsigned idx = 0; idx < 200; idx++) {
+        char name[64];
+        snprintf(name, sizeof(name), "b/small-%03u.bin", idx);
+        write_random(name, 20000 + idx * 211, 100 + idx);
+    }
+    write_random("c/middle.bin", 9u << 20, 22);
+    write_random("d/big2.bin", 12u << 20, 23);
+    /* the last file in tree order has the content of the first */
+    write_random("z/copy-of-big.bin", 18u << 20, 21);
+    backup(PVB_BACKUP_FULL, &s);
+
+    name_list packs = {0}, trees = {0};
+    ck_assert_int_eq(pvb_storage_list(st, "data", note_pack, &packs, &err), PVB_OK);
+    ck_assert_uint_ge(packs.n, 3);
+    ck_assert_int_eq(pvb_repo_index_load(repo, &err), PVB_OK);
+    ck_assert_int_eq(pvb_repo_index_each(repo, note_tree_pack, &trees, &err), PVB_OK);
+
+    pvb_test_remote_reset(remote);
+    ck_assert_int_eq(restore(&s, NULL, 0, false, &res, &err), PVB_OK);
+    assert_same_tree(src, target);
+    for (size_t pos = 0; pos < packs.n; pos++) {
+        bool has_trees = false;
+        for (size_t tno = 0; tno < trees.n; tno++)
+            has_trees |= strcmp(trees.names[tno], packs.names[pos]) == 0;
+        size_t n_gets = pvb_test_remote_gets_of(remote, packs.names[pos]);
+        ck_assert_msg(n_gets >= 1 && n_gets <= (has_trees ? 2u : 1u),
+                      "pack '%s' was requested %zu times", packs.names[pos], n_gets);
+    }
+    pvb_restore_result_clear(&res);
+    pvb_snapshot_clear(&s);
+}
+END_TEST
+
+/* A get of a whole pack range that keeps failing (a proxy that drops long transfers) does not
+ * fail the restore: the frames are fetched one by one. */
+START_TEST(test_restore_remote_salvages_failed_fetch)
+{
+    pvb_snapshot s;
+    pvb_restore_result res;
+    pvb_error err = {0};
+    write_random("one.bin", 3u << 20, 31);
+    write_random("two.bin", 700000, 32);
+    write_text("three.txt", "three");
+    backup(PVB_BACKUP_FULL, &s);
+    pvb_test_remote_reset(remote);
+    pvb_test_remote_fail_longer_than(remote, 1u << 20);
+    ck_assert_int_eq(restore(&s, NULL, 0, false, &res, &err), PVB_OK);
+    assert_same_tree(src, target);
+    /* 3.7 MiB in frames of at most 256 KiB, after the failed range gets */
+    ck_assert_uint_ge(pvb_test_remote_gets(remote, "data/"), 15);
+    pvb_restore_result_clear(&res);
+    pvb_snapshot_clear(&s);
+}
+END_TEST
+
 START_TEST(test_export_tar)
 {
     check_export("out.tar");
@@ -745,6 +861,20 @@ static Suite *restore_suite(void)
     tcase_add_test(tc, test_export_tar);
     tcase_add_test(tc, test_export_tar_zst);
     suite_add_tcase(s, tc);
+    /* the same restores from a store that looks remote: shared fetches, pack order */
+    TCase *rc = tcase_create("remote");
+    tcase_add_checked_fixture(rc, setup_remote, teardown);
+    tcase_set_timeout(rc, 240);
+    tcase_add_test(rc, test_restore_whole_snapshot);
+    tcase_add_test(rc, test_restore_incremental_chain);
+    tcase_add_test(rc, test_restore_includes);
+    tcase_add_test(rc, test_restore_hardlink_without_first_name);
+    tcase_add_test(rc, test_restore_damaged_pack);
+    tcase_add_test(rc, test_restore_missing_pack);
+    tcase_add_test(rc, test_restore_partial_metadata_keeps_data);
+    tcase_add_test(rc, test_restore_remote_fetches_each_pack_once);
+    tcase_add_test(rc, test_restore_remote_salvages_failed_fetch);
+    suite_add_tcase(s, rc);
     return s;
 }
 
