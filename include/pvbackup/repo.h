@@ -48,6 +48,11 @@ const pvb_key *pvb_repo_key(const pvb_repo *repo);
 pvb_storage *pvb_repo_storage(pvb_repo *repo);
 uint32_t pvb_repo_block_size(const pvb_repo *repo);
 
+/* Keep local copies of index files and snapshot objects under dir/<repository id>/, so that
+ * commands on remote storage do not download them again (they never change: each is named
+ * by the SHA-256 of its bytes, which every read checks). NULL turns it off (the default). */
+int pvb_repo_set_cache_dir(pvb_repo *repo, const char *dir, pvb_error *err);
+
 /* ---- whole sealed objects (index, snapshots) ---- */
 /* Compress, seal (aad = dir) and store as dir/<sha256 of stored bytes>. id_out: 65 bytes. */
 int pvb_repo_put_object(pvb_repo *repo, const char *dir, const void *plain, size_t len,

@@ -86,6 +86,8 @@ enum pvb_cli_opt {
     PVB_CLI_OPT_LOG_LEVEL,
     PVB_CLI_OPT_LOG_FORMAT,
     PVB_CLI_OPT_NO_PROGRESS,
+    PVB_CLI_OPT_CACHE_DIR,
+    PVB_CLI_OPT_NO_CACHE,
     PVB_CLI_OPT_S3_ENDPOINT,
     PVB_CLI_OPT_S3_REGION,
     PVB_CLI_OPT_S3_PATH_STYLE,
@@ -126,6 +128,8 @@ enum pvb_cli_opt {
         {"log-level", required_argument, NULL, PVB_CLI_OPT_LOG_LEVEL},                             \
         {"log-format", required_argument, NULL, PVB_CLI_OPT_LOG_FORMAT},                           \
         {"no-progress", no_argument, NULL, PVB_CLI_OPT_NO_PROGRESS},                               \
+        {"cache-dir", required_argument, NULL, PVB_CLI_OPT_CACHE_DIR},                             \
+        {"no-cache", no_argument, NULL, PVB_CLI_OPT_NO_CACHE},                                     \
         {"s3-endpoint", required_argument, NULL, PVB_CLI_OPT_S3_ENDPOINT},                         \
         {"s3-region", required_argument, NULL, PVB_CLI_OPT_S3_REGION},                             \
         {"s3-path-style", no_argument, NULL, PVB_CLI_OPT_S3_PATH_STYLE},                           \
@@ -157,6 +161,8 @@ typedef struct pvb_cli_common {
     const char *repo_url;      /* --repo, else $PVBACKUP_REPO */
     const char *password_file; /* --password-file only; the environment is read when needed */
     const char *catalog_path;  /* --catalog; NULL: pvb_catalog_default_path() */
+    const char *cache_dir;     /* --cache-dir, else $PVBACKUP_CACHE_DIR; NULL: beside the catalog */
+    bool no_cache;             /* --no-cache or PVBACKUP_NO_CACHE=1 */
     pvb_log_level log_level;
     pvb_log_format log_format;
     bool log_level_set;

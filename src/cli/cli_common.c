@@ -35,6 +35,10 @@ static const char common_help[] =
     "      --catalog PATH        local catalog database (env PVBACKUP_CATALOG; default\n"
     "                            $XDG_CACHE_HOME/pvbackup/catalog.db or\n"
     "                            ~/.cache/pvbackup/catalog.db)\n"
+    "      --cache-dir DIR       keep copies of index files and snapshot objects of remote\n"
+    "                            repositories here (env PVBACKUP_CACHE_DIR; default\n"
+    "                            'cache' beside the catalog); every copy is checked\n"
+    "      --no-cache            download them every time (env PVBACKUP_NO_CACHE=1)\n"
     "      --s3-endpoint URL     S3 endpoint, scheme://host[:port] (env PVBACKUP_S3_ENDPOINT,\n"
     "                            AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL; default AWS)\n"
     "      --s3-region REGION    S3 region (env PVBACKUP_S3_REGION, AWS_REGION or\n"
@@ -193,6 +197,8 @@ void pvb_cli_common_init(pvb_cli_common *c, const pvb_cli_help *help)
     c->storage.s3_endpoint = env_nonempty("PVBACKUP_S3_ENDPOINT");
     c->storage.s3_region = env_nonempty("PVBACKUP_S3_REGION");
     c->storage.s3_path_style = env_true("PVBACKUP_S3_PATH_STYLE");
+    c->cache_dir = env_nonempty("PVBACKUP_CACHE_DIR");
+    c->no_cache = env_true("PVBACKUP_NO_CACHE");
     c->storage.s3_ca_file = env_nonempty("PVBACKUP_S3_CA_FILE");
 }
 
@@ -312,6 +318,12 @@ static int common_option(pvb_cli_common *c, int opt, const char *arg, int argc, 
         return PVB_CLI_CONTINUE;
     case PVB_CLI_OPT_NO_PROGRESS:
         c->progress = false;
+        return PVB_CLI_CONTINUE;
+    case PVB_CLI_OPT_CACHE_DIR:
+        c->cache_dir = arg;
+        return PVB_CLI_CONTINUE;
+    case PVB_CLI_OPT_NO_CACHE:
+        c->no_cache = true;
         return PVB_CLI_CONTINUE;
     case PVB_CLI_OPT_S3_ENDPOINT:
         c->storage.s3_endpoint = arg;
@@ -694,6 +706,39 @@ out:
 
 /* ---- repository and catalog ---- */
 
+/* Remote repositories keep copies of their index files and snapshot objects in the cache
+ * directory (repo/cache.c); a local one is read directly. Without a place for the cache the
+ * command goes on without it. */
+static void use_cache(const pvb_cli_common *c, pvb_cli_repo *r)
+{
+    pvb_error err = {0};
+    char *dir = NULL;
+
+    if (c->no_cache || (pvb_storage_features(r->st) & PVB_STORAGE_FEAT_LOCAL) != 0) {
+        return;
+    }
+    if (c->cache_dir != NULL) {
+        dir = strdup(c->cache_dir);
+    } else {
+        char *catalog =
+            c->catalog_path != NULL ? strdup(c->catalog_path) : pvb_catalog_default_path();
+        char *slash = catalog != NULL ? strrchr(catalog, '/') : NULL;
+        if (slash != NULL) {
+            *slash = '\0';
+            if (asprintf(&dir, "%s/cache", slash == catalog ? "/" : catalog) < 0) {
+                dir = NULL;
+            }
+        } else if (catalog != NULL && asprintf(&dir, "cache") < 0) {
+            dir = NULL; /* a catalog named without a directory lives in the working directory */
+        }
+        free(catalog);
+    }
+    if (dir == NULL || pvb_repo_set_cache_dir(r->repo, dir, &err) != PVB_OK) {
+        PVB_DEBUG("no local cache for this repository");
+    }
+    free(dir);
+}
+
 int pvb_cli_repo_open(const pvb_cli_common *c, pvb_cli_repo *r, pvb_error *err)
 {
     pvb_cli_password pw;
@@ -735,6 +780,9 @@ int pvb_cli_repo_open(const pvb_cli_common *c, pvb_cli_repo *r, pvb_error *err)
     }
 out:
     pvb_cli_password_wipe(&pw);
+    if (rc == PVB_OK) {
+        use_cache(c, r);
+    }
     if (rc != PVB_OK) {
         pvb_cli_repo_close(r);
     }

@@ -290,7 +290,23 @@ void pvb_repo_free(pvb_repo *repo)
         return;
     pvb_index_destroy(&repo->index);
     pvb_crypto_key_free(repo->key);
+    pvb_repo_cache_clear(repo);
+    free(repo->cache_dir);
     free(repo);
+}
+
+int pvb_repo_set_cache_dir(pvb_repo *repo, const char *dir, pvb_error *err)
+{
+    pvb_repo_cache_clear(repo);
+    free(repo->cache_dir);
+    repo->cache_dir = NULL;
+    if (dir == NULL)
+        return PVB_OK;
+    if (asprintf(&repo->cache_dir, "%s/%s", dir, repo->id) < 0) {
+        repo->cache_dir = NULL;
+        return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    }
+    return PVB_OK;
 }
 
 const char *pvb_repo_id(const pvb_repo *repo)
@@ -347,6 +363,7 @@ int pvb_repo_put_object(pvb_repo *repo, const char *dir, const void *plain, size
     snprintf(name, sizeof(name), "%s/%s", dir, hex);
     if ((rc = pvb_storage_put(repo->st, name, sealed.data, sealed.len, err)) != PVB_OK)
         goto out;
+    pvb_repo_cache_put(repo, dir, hex, sealed.data, sealed.len);
     if (id_out != NULL)
         memcpy(id_out, hex, sizeof(hex));
 out:
@@ -365,7 +382,8 @@ int pvb_repo_get_object(pvb_repo *repo, const char *dir, const char *id, pvb_buf
     int rc;
     pvb_buf_reset(plain);
     snprintf(name, sizeof(name), "%s/%s", dir, id);
-    if ((rc = pvb_storage_get(repo->st, name, 0, 0, &sealed, err)) != PVB_OK)
+    bool cached = pvb_repo_cache_get(repo, dir, id, &sealed);
+    if (!cached && (rc = pvb_storage_get(repo->st, name, 0, 0, &sealed, err)) != PVB_OK)
         goto out;
     pvb_crypto_sha256(sealed.data, sealed.len, hash);
     pvb_hex_encode(hash, sizeof(hash), hex);
@@ -376,6 +394,8 @@ int pvb_repo_get_object(pvb_repo *repo, const char *dir, const char *id, pvb_buf
                      name);
         goto out;
     }
+    if (!cached)
+        pvb_repo_cache_put(repo, dir, id, sealed.data, sealed.len);
     if ((rc = pvb_crypto_open(repo->key, dir, strlen(dir), sealed.data, sealed.len, &body, err)) !=
         PVB_OK) {
         pvb_error_prefix(err, "object '%s'", name);
@@ -409,7 +429,32 @@ typedef struct list_ctx {
     size_t dir_len;
     pvb_repo_list_fn fn;
     void *ctx;
+    /* the ids listed, for the cache sweep */
+    bool collect;
+    char **ids;
+    size_t n_ids, cap_ids;
+    bool collect_failed;
 } list_ctx;
+
+static void collect_id(list_ctx *lc, const char *id)
+{
+    if (!lc->collect || lc->collect_failed)
+        return;
+    if (lc->n_ids == lc->cap_ids) {
+        size_t cap = lc->cap_ids ? lc->cap_ids * 2 : 64;
+        char **l = realloc(lc->ids, cap * sizeof(*l));
+        if (l == NULL) {
+            lc->collect_failed = true;
+            return;
+        }
+        lc->ids = l;
+        lc->cap_ids = cap;
+    }
+    if ((lc->ids[lc->n_ids] = strdup(id)) == NULL)
+        lc->collect_failed = true;
+    else
+        lc->n_ids++;
+}
 
 static bool is_hex_id(const char *s)
 {
@@ -432,11 +477,21 @@ static int list_one(const char *name, uint64_t size, void *ctx)
     const char *id = name + lc->dir_len + 1;
     if (!is_hex_id(id))
         return 0;
+    collect_id(lc, id);
     return lc->fn(id, size, lc->ctx);
 }
 
 int pvb_repo_list(pvb_repo *repo, const char *dir, pvb_repo_list_fn fn, void *ctx, pvb_error *err)
 {
-    list_ctx lc = {dir, strlen(dir), fn, ctx};
-    return pvb_storage_list(repo->st, dir, list_one, &lc, err);
+    list_ctx lc = {dir, strlen(dir), fn, ctx, pvb_repo_cache_holds(repo, dir), NULL, 0, 0, false};
+    int rc = pvb_storage_list(repo->st, dir, list_one, &lc, err);
+    /* a whole listing says which copies may be used, and which are of objects now gone */
+    if (rc == PVB_OK && lc.collect && !lc.collect_failed) {
+        pvb_repo_cache_listed(repo, dir, lc.ids, lc.n_ids);
+        return rc;
+    }
+    for (size_t pos = 0; pos < lc.n_ids; pos++)
+        free(lc.ids[pos]);
+    free(lc.ids);
+    return rc;
 }

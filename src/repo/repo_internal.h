@@ -44,6 +44,11 @@ typedef struct pvb_index {
     bool loaded;
 } pvb_index;
 
+typedef struct pvb_repo_cache_list {
+    char **ids; /* sorted */
+    size_t n;
+} pvb_repo_cache_list;
+
 struct pvb_repo {
     pvb_storage *st;
     pvb_key *key;
@@ -51,7 +56,23 @@ struct pvb_repo {
     uint32_t block_size;
     bool encrypted;
     pvb_index index;
+    char *cache_dir; /* <cache>/<repo id>, or NULL: see cache.c */
+    bool cache_warned;
+    pvb_repo_cache_list cache_listed[2]; /* the last whole listing of index/, snapshots/ */
 };
+
+/* cache.c: local copies of index files and snapshot objects (immutable, named by their
+ * SHA-256). */
+bool pvb_repo_cache_holds(const pvb_repo *repo, const char *dir);
+/* True with the sealed bytes when the object was in the last listing of its dir and a copy
+ * matching its name is there. */
+bool pvb_repo_cache_get(pvb_repo *repo, const char *dir, const char *id, pvb_buf *sealed);
+void pvb_repo_cache_put(pvb_repo *repo, const char *dir, const char *id, const void *sealed,
+                        size_t len);
+/* A whole listing of dir (takes the malloc'ed ids): remember it, and remove the copies of
+ * objects it does not have. */
+void pvb_repo_cache_listed(pvb_repo *repo, const char *dir, char **ids, size_t n);
+void pvb_repo_cache_clear(pvb_repo *repo);
 
 /* One frame as described in a pack header or an index file. */
 typedef struct pvb_frame_desc {

@@ -417,7 +417,10 @@ int pvb_verify_run(pvb_repo *repo, const pvb_verify_options *opts, pvb_verify_re
     verify_ctx v = {.repo = repo, .rep = report};
     pvb_progress *progress = NULL;
     pvb_lock *lock = NULL;
+    /* verify checks what the repository holds, never the local copies of it (cache.c) */
+    char *cache_dir = repo->cache_dir;
     int rc;
+    repo->cache_dir = NULL;
     memset(report, 0, sizeof(*report));
     if ((rc = pvb_lock_acquire(repo, false, "verify", &lock, err)) != PVB_OK)
         goto out;
@@ -465,6 +468,7 @@ int pvb_verify_run(pvb_repo *repo, const pvb_verify_options *opts, pvb_verify_re
     if (report->n_problems > 0)
         rc = PVB_ERR(err, PVB_E_CORRUPT, "verify found %zu problem(s)", report->n_problems);
 out:
+    repo->cache_dir = cache_dir;
     pvb_progress_free(progress);
     pvb_lock_release(lock);
     pvb_snapshots_free(v.snaps, v.n_snaps);

@@ -75,10 +75,13 @@ ok restore --repo "$REPO" "${COMMON[@]}" "$A" --target "$TMP/check-a"
 tree_same "$REF_A" "$TMP/check-a" "intact repository, snapshot A"
 rm -rf "$TMP/check-a"
 
-# fresh NAME: a copy of the intact repository and a catalog of its own; sets R.
+# fresh NAME: a copy of the intact repository, and a catalog and an empty cache of its own
+# (on S3 index files and snapshot objects are cached, and a copy keeps the repository's id:
+# a machine that never read the repository before, as in a disaster recovery); sets R.
 fresh() {
     R=$(repo_copy "$REPO" "$1")
     export PVBACKUP_CATALOG="$TMP/$1.catalog.db"
+    export PVBACKUP_CACHE_DIR="$TMP/$1.cache"
     rm -f "$PVBACKUP_CATALOG"
 }
 
@@ -284,6 +287,20 @@ else
 fi
 expect_rc 0 "damaged index file: the recommended backup --independent" \
     backup --repo "$R" "${COMMON[@]}" --volume data --source "$SRC" --independent
+
+if is_s3; then
+    step "4b. the same damage on a machine whose cache has good copies (S3)"
+    fresh index-flip-cached
+    ok restore --repo "$R" "${COMMON[@]}" "$A" --target "$TMP/warm-cache"
+    rm -rf "$TMP/warm-cache"
+    flip_byte "$(repo_obj_path "$R" "$INDEX_A")"
+    # verify reads the repository, never the copies
+    verify_names "damaged index file, good cached copy" "$INDEX_A"
+    # a restore may use the copy: its bytes still hash to the object's name
+    restore_check "damaged index file, good cached copy" "$A" "$REF_A"
+    [ "$RESTORE_RC" -eq 0 ] || check_fail "damaged index file, good cached copy: restore exited $RESTORE_RC"
+    tree_same "$REF_A" "$RT" "damaged index file, good cached copy: snapshot A"
+fi
 
 # ---------------------------------------------------------------------------------------
 step "5. one byte flipped in snapshot object A"

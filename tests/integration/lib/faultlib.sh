@@ -58,7 +58,7 @@ fault_init() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/pvb-$name.XXXXXX")
     trap fault_cleanup EXIT
     unset PVBACKUP_REPO PVBACKUP_PASSWORD_FILE PVBACKUP_LOG_FORMAT PVBACKUP_LOG_LEVEL \
-        PVBACKUP_S3_ENDPOINT PVBACKUP_FAKE_NOW
+        PVBACKUP_S3_ENDPOINT PVBACKUP_FAKE_NOW PVBACKUP_CACHE_DIR PVBACKUP_NO_CACHE
     export PVBACKUP_PASSWORD="fault-$name-password"
     export PVBACKUP_CATALOG="$TMP/catalog.db"
     export PVBACKUP_LOG_LEVEL=info
