@@ -238,6 +238,39 @@ int pvb_tree_writer_add(pvb_tree_writer *w, const pvb_entry *e, pvb_error *err);
 int pvb_tree_writer_finish(pvb_tree_writer *w, pvb_snapshot *s, pvb_error *err);
 void pvb_tree_writer_free(pvb_tree_writer *w);
 
+/* ---- prune: mark and sweep (repo/prune.c) ---- */
+typedef struct pvb_prune_options {
+    bool dry_run;             /* decide and report, change nothing */
+    double repack_threshold;  /* repack a pack once unused frames are this share of it (0..1) */
+    int64_t incomplete_age_s; /* leftovers of interrupted uploads older than this are removed */
+    bool progress;
+} pvb_prune_options;
+
+typedef struct pvb_prune_report {
+    size_t snapshots;           /* snapshots whose data was kept */
+    uint64_t blobs_used;        /* distinct blobs they use */
+    size_t packs;               /* packs the index files list */
+    uint64_t bytes;             /* their size */
+    size_t packs_deleted;       /* no frame in use */
+    size_t packs_repacked;      /* live frames copied to new packs, then deleted */
+    size_t packs_unindexed;     /* in data/ but in no index file (interrupted backups), deleted */
+    size_t packs_written;       /* new packs holding the repacked frames */
+    uint64_t bytes_freed;       /* deleted, less what was copied */
+    uint64_t bytes_repacked;    /* copied */
+    uint64_t bytes_unused_kept; /* unused frames in packs below the repack threshold */
+    size_t index_files_written, index_files_deleted;
+    size_t incomplete_removed;   /* multipart uploads aborted, temporary files removed */
+    bool incomplete_unsupported; /* the store cannot list incomplete uploads */
+    double seconds;
+} pvb_prune_report;
+
+/* Remove what no snapshot uses, under an exclusive lock (see prune.c for the order that keeps
+ * a killed prune harmless). Refuses (PVB_E_CORRUPT, nothing changed) while a snapshot, a tree,
+ * an index file or a pack that snapshots use cannot be read. The repository's in-memory index
+ * is stale afterwards: open the repository again to go on. */
+int pvb_repo_prune(pvb_repo *repo, const pvb_prune_options *opts, pvb_prune_report *rep,
+                   pvb_error *err);
+
 /* ---- locks ---- */
 typedef struct pvb_lock pvb_lock;
 /* Shared locks (backup, restore) coexist; an exclusive lock (prune) excludes all others.

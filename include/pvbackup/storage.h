@@ -99,6 +99,25 @@ int pvb_storage_check(pvb_storage *st, pvb_error *err);
 /* Delete several objects (S3: DeleteObjects, 1000 per request). Missing ones are no error. */
 int pvb_storage_delete_many(pvb_storage *st, const char *const *names, size_t n, pvb_error *err);
 
+/* Remove what interrupted writers left behind that is older than older_than_s seconds:
+ * S3: multipart uploads under the repository prefix that were initiated earlier and never
+ * completed or aborted (ListMultipartUploads, paginated; AbortMultipartUpload each);
+ * local: the backend's temporary files (".tmp-*", see local.c) whose mtime is older.
+ * *removed (may be NULL) receives how many were removed. Returns PVB_E_UNSUPPORTED, with a
+ * clear message, when the store cannot list incomplete uploads (S3 answers 501
+ * NotImplemented or 405 MethodNotAllowed to the listing); an upload that is already gone when
+ * aborted (404 NoSuchUpload) is no error.
+ *
+ * Ages compare pvbackup's clock (pvb_time_now_ns: tests age leftovers with
+ * PVBACKUP_FAKE_NOW) with the times the filesystem or the store recorded. older_than_s 0
+ * removes every leftover, also those of writers still running and those dated ahead of this
+ * machine's clock; a negative value is PVB_E_USAGE. On failure *removed still counts what
+ * was removed before. Uploads of keys under the prefix that no repository object can have
+ * are left alone, as list skips such keys. Backends that leave nothing behind answer PVB_OK
+ * with 0. */
+int pvb_storage_clean_incomplete(pvb_storage *st, int64_t older_than_s, size_t *removed,
+                                 pvb_error *err);
+
 /* How many uploads to run at once: the configured --upload-concurrency, or 0 when the
  * backend has no preference (callers choose). */
 int pvb_storage_upload_concurrency(const pvb_storage *st);

@@ -34,6 +34,7 @@ static const pvb_cli_command commands[] = {
     {"restore", pvb_cli_cmd_restore, "restore a snapshot, or part of it, into a directory",
      &pvb_cli_help_restore},
     {"verify", pvb_cli_cmd_verify, "check the integrity of a repository", &pvb_cli_help_verify},
+    {"prune", pvb_cli_cmd_prune, "remove data that no snapshot uses", &pvb_cli_help_prune},
     {"export", pvb_cli_cmd_export, "write a snapshot as a tar archive", &pvb_cli_help_export},
     {"catalog", pvb_cli_cmd_catalog, "maintain the local catalog (rebuild)", &pvb_cli_help_catalog},
     {"version", pvb_cli_cmd_version, "show the version of pvbackup and its libraries",

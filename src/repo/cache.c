@@ -52,7 +52,7 @@ static int cmp_id(const void *a, const void *b)
 static bool listed(const pvb_repo *repo, int which, const char *id)
 {
     const pvb_repo_cache_list *l = &repo->cache_listed[which];
-    return l->ids != NULL && bsearch(&id, l->ids, l->n, sizeof(*l->ids), cmp_id) != NULL;
+    return l->n > 0 && bsearch(&id, l->ids, l->n, sizeof(*l->ids), cmp_id) != NULL;
 }
 
 void pvb_repo_cache_clear(pvb_repo *repo)
@@ -171,7 +171,8 @@ void pvb_repo_cache_listed(pvb_repo *repo, const char *dir, char **ids, size_t n
         free(ids);
         return;
     }
-    qsort(ids, n, sizeof(*ids), cmp_id);
+    if (n > 1)
+        qsort(ids, n, sizeof(*ids), cmp_id);
     pvb_repo_cache_list *l = &repo->cache_listed[which];
     for (size_t pos = 0; pos < l->n; pos++)
         free(l->ids[pos]);

@@ -315,7 +315,7 @@ int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, uint64_t pack_size,
     return rc;
 }
 
-int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *err)
+int pvb_index_walk(const uint8_t *data, size_t len, pvb_index_pack_fn fn, void *ctx, pvb_error *err)
 {
     pvb_reader r;
     uint8_t version;
@@ -352,14 +352,26 @@ int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *e
                 return PVB_ERR(err, PVB_E_CORRUPT, "index: frame beyond the end of its pack");
             }
         }
-        rc = pvb_index_add_pack(ix, &pack, pack_size, frames, n_frames, err);
-        pvb_frames_free(frames, n_frames);
+        rc = fn(&pack, pack_size, frames, n_frames, ctx, err);
         if (rc != PVB_OK)
             return rc;
     }
     if (!pvb_reader_done(&r))
         return PVB_ERR(err, PVB_E_CORRUPT, "index: trailing bytes");
     return PVB_OK;
+}
+
+static int add_walked_pack(const pvb_id *pack, uint64_t size, pvb_frame_desc *frames,
+                           size_t n_frames, void *ctx, pvb_error *err)
+{
+    int rc = pvb_index_add_pack(ctx, pack, size, frames, n_frames, err);
+    pvb_frames_free(frames, n_frames);
+    return rc;
+}
+
+int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *err)
+{
+    return pvb_index_walk(data, len, add_walked_pack, ix, err);
 }
 
 typedef struct load_ctx {

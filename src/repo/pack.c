@@ -282,29 +282,14 @@ static void enqueue_current(pvb_packer *p)
     pthread_cond_broadcast(&p->cond);
 }
 
-int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_blobs,
-                         const void *raw, size_t raw_len, bool compress, bool *compressed,
+/* Append one sealed frame to the current pack (a copy of its blob list is kept for the pack
+ * header and the index file); a full pack goes to the uploaders. */
+static int append_sealed(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_blobs,
+                         const void *sealed, size_t sealed_len, size_t raw_len, uint8_t method,
                          pvb_error *err)
 {
-    pvb_buf packed = PVB_BUF_INIT, sealed = PVB_BUF_INIT;
     pvb_frame_blob *copy = NULL;
-    uint8_t method = PVB_COMPRESS_NONE;
-    int rc;
-    if (raw_len > PVB_MAX_FRAME_RAW || n_blobs == 0) {
-        rc = PVB_ERR(err, PVB_E_INTERNAL, "frame of %zu bytes and %zu blobs refused", raw_len,
-                     n_blobs);
-        goto out;
-    }
-    if ((rc = pvb_compress(raw, raw_len, compress ? ZSTD_LEVEL : 0, &packed, &method, err)) !=
-        PVB_OK)
-        goto out;
-    if (compressed != NULL)
-        *compressed = method == PVB_COMPRESS_ZSTD;
-    const void *body = method == PVB_COMPRESS_ZSTD ? packed.data : raw;
-    size_t body_len = method == PVB_COMPRESS_ZSTD ? packed.len : raw_len;
-    if ((rc = pvb_crypto_seal(pvb_repo_key(p->repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME), body,
-                              body_len, &sealed, err)) != PVB_OK)
-        goto out;
+    int rc = PVB_OK;
     copy = malloc(n_blobs * sizeof(*copy));
     if (copy == NULL) {
         rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
@@ -323,7 +308,7 @@ int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_bl
         /* sized once: growing by doubling would copy the pack and nearly double its memory */
         p->current = calloc(1, sizeof(*p->current));
         if (p->current != NULL &&
-            pvb_buf_reserve(&p->current->bytes, PVB_PACK_TARGET + sealed.len + 65536, err) !=
+            pvb_buf_reserve(&p->current->bytes, PVB_PACK_TARGET + sealed_len + 65536, err) !=
                 PVB_OK) {
             pending_free(p->current);
             p->current = NULL;
@@ -340,12 +325,12 @@ int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_bl
     }
     pvb_frame_desc *f = &pp->frames[pp->n_frames];
     f->offset = pp->bytes.len;
-    f->sealed_len = (uint32_t)sealed.len;
+    f->sealed_len = (uint32_t)sealed_len;
     f->raw_len = (uint32_t)raw_len;
     f->compression = method;
     f->blobs = copy;
     f->n_blobs = n_blobs;
-    if ((rc = pvb_buf_append(&pp->bytes, sealed.data, sealed.len, err)) != PVB_OK) {
+    if ((rc = pvb_buf_append(&pp->bytes, sealed, sealed_len, err)) != PVB_OK) {
         pthread_mutex_unlock(&p->lock);
         goto out;
     }
@@ -358,9 +343,46 @@ int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_bl
     pthread_mutex_unlock(&p->lock);
 out:
     free(copy);
+    return rc;
+}
+
+int pvb_packer_add_frame(pvb_packer *p, const pvb_frame_blob *blobs, size_t n_blobs,
+                         const void *raw, size_t raw_len, bool compress, bool *compressed,
+                         pvb_error *err)
+{
+    pvb_buf packed = PVB_BUF_INIT, sealed = PVB_BUF_INIT;
+    uint8_t method = PVB_COMPRESS_NONE;
+    int rc;
+    if (raw_len > PVB_MAX_FRAME_RAW || n_blobs == 0) {
+        rc = PVB_ERR(err, PVB_E_INTERNAL, "frame of %zu bytes and %zu blobs refused", raw_len,
+                     n_blobs);
+        goto out;
+    }
+    if ((rc = pvb_compress(raw, raw_len, compress ? ZSTD_LEVEL : 0, &packed, &method, err)) !=
+        PVB_OK)
+        goto out;
+    if (compressed != NULL)
+        *compressed = method == PVB_COMPRESS_ZSTD;
+    const void *body = method == PVB_COMPRESS_ZSTD ? packed.data : raw;
+    size_t body_len = method == PVB_COMPRESS_ZSTD ? packed.len : raw_len;
+    if ((rc = pvb_crypto_seal(pvb_repo_key(p->repo), PVB_AAD_FRAME, strlen(PVB_AAD_FRAME), body,
+                              body_len, &sealed, err)) != PVB_OK)
+        goto out;
+    rc = append_sealed(p, blobs, n_blobs, sealed.data, sealed.len, raw_len, method, err);
+out:
     pvb_buf_free(&packed);
     pvb_buf_free(&sealed);
     return rc;
+}
+
+int pvb_packer_add_sealed_frame(pvb_packer *p, const pvb_frame_desc *frame, const void *sealed,
+                                pvb_error *err)
+{
+    if (frame->raw_len > PVB_MAX_FRAME_RAW || frame->n_blobs == 0)
+        return PVB_ERR(err, PVB_E_INTERNAL, "frame of %u bytes and %zu blobs refused",
+                       frame->raw_len, frame->n_blobs);
+    return append_sealed(p, frame->blobs, frame->n_blobs, sealed, frame->sealed_len, frame->raw_len,
+                         frame->compression, err);
 }
 
 static int write_index(pvb_packer *p, pvb_error *err)

@@ -98,6 +98,12 @@ int pvb_frames_encode(pvb_buf *out, const pvb_frame_desc *frames, size_t n, bool
 int pvb_frames_decode(pvb_reader *r, bool with_offsets, pvb_frame_desc **frames, size_t *n,
                       pvb_error *err);
 void pvb_frames_free(pvb_frame_desc *frames, size_t n);
+/* Walk the packs of an index file's plaintext; fn owns the frames it is given (free them with
+ * pvb_frames_free) and returns PVB_OK to go on. */
+typedef int (*pvb_index_pack_fn)(const pvb_id *pack, uint64_t size, pvb_frame_desc *frames,
+                                 size_t n_frames, void *ctx, pvb_error *err);
+int pvb_index_walk(const uint8_t *data, size_t len, pvb_index_pack_fn fn, void *ctx,
+                   pvb_error *err);
 /* Parse an index file's plaintext into the index. */
 int pvb_index_parse(pvb_index *ix, const uint8_t *data, size_t len, pvb_error *err);
 int pvb_index_encode_pack(pvb_buf *out, const pvb_id *pack, uint64_t pack_size,
@@ -110,6 +116,11 @@ int pvb_compress(const void *src, size_t len, int level, pvb_buf *out, uint8_t *
 /* Decompress exactly raw_len bytes (PVB_E_CORRUPT otherwise). */
 int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, pvb_buf *out,
                    pvb_error *err);
+
+/* pack.c: append a frame sealed elsewhere (prune copies the live frames of a pack into new
+ * packs as they are: frames are authenticated on their own, not bound to a pack). */
+int pvb_packer_add_sealed_frame(pvb_packer *p, const pvb_frame_desc *frame, const void *sealed,
+                                pvb_error *err);
 
 /* Pack header: parse the trailer of a whole pack's bytes (verify and index rebuild). */
 int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len, pvb_frame_desc **frames,

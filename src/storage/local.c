@@ -26,7 +26,7 @@
  * Durability follows the classic recipe: write a temporary file in the target directory,
  * fsync it, rename (or link, for put_if_absent) it over the final name, then fsync the
  * directory so that the new entry survives a crash. A writer killed at any point leaves at
- * most a ".tmp-<hex>" file, which list and get never show and prune can collect. */
+ * most a ".tmp-<hex>" file, which list and get never show and clean_incomplete collects. */
 
 #define TMP_PREFIX ".tmp-"
 #define TMP_PREFIX_LEN (sizeof(TMP_PREFIX) - 1)
@@ -573,6 +573,97 @@ out:
     return rc;
 }
 
+/* ---- leftovers of killed writers ---- */
+
+typedef struct cleaner {
+    const local_store *l;
+    int64_t cutoff; /* temporary files modified at or before this time go */
+    size_t *removed;
+    pvb_error *err;
+    char path[PVB_STORAGE_NAME_MAX + 1]; /* name of the directory being cleaned */
+} cleaner;
+
+/* Remove the old temporary files of the directory open as dfd (consumed), whose name is
+ * cl->path[0..plen), and of the directories below it that can hold objects. */
+static int clean_dir(cleaner *cl, int dfd, size_t plen, int depth)
+{
+    int rc = PVB_OK;
+    struct stat st;
+    DIR *d = fdopendir(dfd);
+
+    if (d == NULL) {
+        int e = errno;
+        close(dfd);
+        return LOCAL_SYS(cl->err, e, cl->l, "cannot list", cl->path);
+    }
+    for (;;) {
+        errno = 0;
+        const struct dirent *ent = readdir(d);
+        if (ent == NULL) {
+            if (errno != 0)
+                rc = LOCAL_SYS(cl->err, errno, cl->l, "cannot list", cl->path);
+            break;
+        }
+        const char *ename = ent->d_name;
+        if (strcmp(ename, ".") == 0 || strcmp(ename, "..") == 0)
+            continue;
+        size_t nlen = strlen(ename);
+        size_t start = plen > 0 ? plen + 1 : 0;
+        if (start + nlen > PVB_STORAGE_NAME_MAX)
+            continue; /* nothing this backend writes has so long a name */
+        if (plen > 0)
+            cl->path[plen] = '/';
+        memcpy(cl->path + start, ename, nlen + 1);
+
+        if (strncmp(ename, TMP_PREFIX, TMP_PREFIX_LEN) == 0) {
+            /* only regular files are ours: a symlink or directory of that name was made by
+             * someone else, and a symlink is never followed */
+            if (fstatat(dirfd(d), ename, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno != ENOENT) /* ENOENT: its writer renamed it meanwhile */
+                    rc = LOCAL_SYS(cl->err, errno, cl->l, "cannot stat", cl->path);
+            } else if (S_ISREG(st.st_mode) && (int64_t)st.st_mtime <= cl->cutoff) {
+                if (unlinkat(dirfd(d), ename, 0) == 0)
+                    (*cl->removed)++;
+                else if (errno != ENOENT)
+                    rc = LOCAL_SYS(cl->err, errno, cl->l, "cannot remove temporary file", cl->path);
+            }
+        } else if (pvb_storage_name_check(cl->path) == NULL &&
+                   (ent->d_type == DT_DIR || ent->d_type == DT_UNKNOWN)) {
+            /* Only directories that can hold objects: the same ones list walks. O_NOFOLLOW
+             * fails on a symlink (ELOOP), and ENOTDIR says it was no directory after all. */
+            int cfd = -1;
+            if (depth >= LIST_DEPTH_MAX) {
+                rc = PVB_ERR(cl->err, PVB_E_CORRUPT,
+                             "directories below '%s' are nested more than %d levels deep",
+                             cl->l->root, LIST_DEPTH_MAX);
+            } else if ((cfd = openat(dirfd(d), ename,
+                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+                rc = clean_dir(cl, cfd, start + nlen, depth + 1);
+            } else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP) {
+                rc = LOCAL_SYS(cl->err, errno, cl->l, "cannot open directory", cl->path);
+            }
+        }
+        cl->path[plen] = '\0';
+        if (rc != PVB_OK)
+            break;
+    }
+    /* No directory fsync: a removal that a crash undoes leaves the file for the next
+     * cleanup, which is all that can go wrong. */
+    closedir(d);
+    return rc;
+}
+
+static int local_clean_incomplete(void *impl, int64_t cutoff, size_t *removed, pvb_error *err)
+{
+    const local_store *l = impl;
+    cleaner cl = {.l = l, .cutoff = cutoff, .removed = removed, .err = err};
+    int dfd = -1;
+    int rc = open_dir(l, "", false, false, &dfd, err);
+    if (rc != PVB_OK)
+        return rc;
+    return clean_dir(&cl, dfd, 0, 0);
+}
+
 static void local_free(void *impl)
 {
     local_store *l = impl;
@@ -592,6 +683,7 @@ static const pvb_storage_ops local_ops = {
     .head = local_head,
     .list = local_list,
     .del = local_delete,
+    .clean_incomplete = local_clean_incomplete,
     .free = local_free,
 };
 

@@ -2,6 +2,8 @@
 
 #include "storage_internal.h"
 
+#include "pvbackup/timeutil.h"
+
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -412,6 +414,28 @@ int pvb_storage_check(pvb_storage *st, pvb_error *err)
         return PVB_OK;
     count_request(st);
     return st->ops->check(st->impl, err);
+}
+
+int pvb_storage_clean_incomplete(pvb_storage *st, int64_t older_than_s, size_t *removed,
+                                 pvb_error *err)
+{
+    size_t ignored = 0;
+    if (removed == NULL)
+        removed = &ignored;
+    *removed = 0;
+    if (older_than_s < 0)
+        return PVB_ERR(err, PVB_E_USAGE, "invalid age for cleaning up '%s': %" PRId64 " seconds",
+                       st->describe, older_than_s);
+    if (st->ops->clean_incomplete == NULL)
+        return PVB_OK;
+    /* pvbackup's clock, as every age it judges: tests age leftovers with PVBACKUP_FAKE_NOW.
+     * 0 means all of them, whatever the clocks of this machine and the store say. */
+    int64_t now = pvb_time_now_ns() / 1000000000;
+    int64_t cutoff = INT64_MAX;
+    if (older_than_s > 0)
+        cutoff = now < 0 && older_than_s > now - INT64_MIN ? INT64_MIN : now - older_than_s;
+    count_request(st);
+    return st->ops->clean_incomplete(st->impl, cutoff, removed, err);
 }
 
 void pvb_storage_set_upload_concurrency(pvb_storage *st, int n)

@@ -22,6 +22,11 @@ typedef struct pvb_storage_ops {
     int (*del_many)(void *impl, const char *const *names, size_t n, pvb_error *err);
     /* optional: is the location itself there (S3: the bucket)? PVB_OK when it is */
     int (*check)(void *impl, pvb_error *err);
+    /* optional: pvb_storage_clean_incomplete (NULL: nothing is ever left behind). Remove the
+     * leftovers dated at or before cutoff (seconds since the epoch; INT64_MAX: all, also those
+     * dated in the future), which the wrapper computes from its clock. *removed starts at 0;
+     * count each removal as it happens, so that a failure half-way still reports them. */
+    int (*clean_incomplete)(void *impl, int64_t cutoff, size_t *removed, pvb_error *err);
     /* optional: the backend's own request and retry counts (HTTP requests, multipart parts) */
     void (*stats)(void *impl, pvb_storage_stats *out);
     void (*free)(void *impl);

@@ -2,7 +2,9 @@
 # The storage layer itself, on a local directory and on s3rver, through pvb_storage_tool:
 # listings of thousands of keys (S3: pages of 1000 joined by continuation tokens), batched
 # deletes (S3: DeleteObjects, 1000 keys a request), multipart uploads with parallel parts,
-# ranged reads, missing objects, names that must be refused, wrong credentials.
+# ranged reads, missing objects, names that must be refused, wrong credentials; the cleanup
+# of what interrupted writers leave (local: .tmp-* files; S3: incomplete multipart uploads,
+# listed in pages of 1000 and aborted), and the abort of a multipart upload whose part fails.
 #
 # Environment: PVBACKUP, PVB_SOURCE_DIR, PVB_STORAGE_TOOL (the tool's binary).
 set -euo pipefail
@@ -26,6 +28,36 @@ tool_ok() {
 }
 
 head -c $((21 * 1024 * 1024 + 12345)) /dev/urandom >"$TMP/big"
+head -c 1000 /dev/urandom >"$TMP/part"
+EMPTY_SHA=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+
+# s3req METHOD PATH [BODYFILE]: a request signed by curl, straight to s3rver; the body of the
+# answer in $TMP/s3.body, the status in S3CODE
+s3req() {
+    local hash=$EMPTY_SHA args=()
+    if [ -n "${3:-}" ]; then
+        hash=$(sha256sum <"$3" | cut -d' ' -f1)
+        args=(--data-binary "@$3")
+    fi
+    S3CODE=$(curl -sS --noproxy '*' -o "$TMP/s3.body" -w '%{http_code}' --max-time 30 \
+        --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+        -H "x-amz-content-sha256: $hash" -X "$1" "${args[@]}" "$PVB_S3_ENDPOINT$2") || S3CODE=000
+}
+# initiate KEY: start a multipart upload, its id in UPLOAD_ID
+initiate() {
+    s3req POST "/$PVB_S3_BUCKET/$1?uploads="
+    UPLOAD_ID=$(grep -o '<UploadId>[^<]*' "$TMP/s3.body" | cut -d'>' -f2 || true)
+    if [ "$S3CODE" != 200 ] || [ -z "$UPLOAD_ID" ]; then
+        fail "initiate $1: $S3CODE $(cat "$TMP/s3.body")"
+    fi
+}
+# uploads: the keys of the uploads in progress in the bucket, sorted (one page: few are left
+# when this is called)
+uploads() {
+    s3req GET "/$PVB_S3_BUCKET?uploads="
+    [ "$S3CODE" = 200 ] || fail "ListMultipartUploads: $S3CODE $(cat "$TMP/s3.body")"
+    grep -o '<Key>[^<]*' "$TMP/s3.body" | cut -d'>' -f2 | LC_ALL=C sort || true
+}
 
 for url in "$TMP/local-repo" "s3://$PVB_S3_BUCKET/storage-test"; do
     kind=${url%%:*}
@@ -85,7 +117,111 @@ for url in "$TMP/local-repo" "s3://$PVB_S3_BUCKET/storage-test"; do
         tool "$url" put "$bad" "$TMP/big"
         [ "$RC" -eq 1 ] || check_fail "$kind: put of invalid name '$bad' exited $RC"
     done
+
+    step "$kind: clean-incomplete removes old leftovers of killed writers, keeps young ones"
+    tool_ok "$url" list
+    cp "$TMP/out" "$TMP/objects-before"
+    if [ "$kind" = local ]; then
+        repo=$TMP/local-repo
+        mkdir -p "$repo/deep/er/dir" "$TMP/outside"
+        for f in .tmp-00000000000000a1 big/.tmp-00000000000000a2 deep/er/dir/.tmp-00000000000000a3; do
+            printf 'half written' >"$repo/$f"
+            touch -d '2 hours ago' "$repo/$f"
+        done
+        printf 'young' >"$repo/many2/.tmp-00000000000000a4"
+        # a symlink of that name is not ours, and what it points to even less
+        printf 'not ours' >"$TMP/outside/.tmp-00000000000000a5"
+        touch -d '2 hours ago' "$TMP/outside/.tmp-00000000000000a5"
+        ln -s "$TMP/outside/.tmp-00000000000000a5" "$repo/big/.tmp-00000000000000a5"
+        ln -s "$TMP/outside" "$repo/linked"
+        touch -h -d '2 hours ago' "$repo/big/.tmp-00000000000000a5" "$repo/linked"
+        tool_ok "$url" clean-incomplete 3600
+        [ "$(cat "$TMP/out")" = "removed 3" ] || check_fail "local: clean-incomplete 3600: $(cat "$TMP/out")"
+        left=$(cd "$repo" && find . -name '.tmp-*' | LC_ALL=C sort | tr '\n' ' ')
+        [ "$left" = "./big/.tmp-00000000000000a5 ./many2/.tmp-00000000000000a4 " ] ||
+            check_fail "local: after clean-incomplete 3600 left: $left"
+        tool_ok "$url" clean-incomplete 0
+        [ "$(cat "$TMP/out")" = "removed 1" ] || check_fail "local: clean-incomplete 0: $(cat "$TMP/out")"
+        left=$(cd "$repo" && find . -name '.tmp-*' | tr '\n' ' ')
+        [ "$left" = "./big/.tmp-00000000000000a5 " ] || check_fail "local: after clean-incomplete 0 left: $left"
+        [ -f "$TMP/outside/.tmp-00000000000000a5" ] || check_fail "local: a symlink was followed"
+        rm -f "$repo/big/.tmp-00000000000000a5" "$repo/linked"
+    else
+        # young uploads, one with a part, under the repository's prefix; others outside it,
+        # one under a sibling prefix that shares its first characters
+        initiate storage-test/data/aa/young-1
+        young1=$UPLOAD_ID
+        s3req PUT "/$PVB_S3_BUCKET/storage-test/data/aa/young-1?partNumber=1&uploadId=$young1" "$TMP/part"
+        [ "$S3CODE" = 200 ] || fail "UploadPart: $S3CODE"
+        initiate storage-test/index/young-2
+        initiate storage-test2/data/foreign
+        initiate other/foreign
+        # 1100 uploads initiated two hours ago (more than a page of ListMultipartUploads),
+        # planted as tests/s3/s3rver.js keeps them; and one old one outside the prefix
+        python3 - "$PVB_S3_DATA_DIR/$PVB_S3_BUCKET/._S3rver_uploads" <<'PY'
+import datetime, json, os, sys
+root = sys.argv[1]
+when = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2))
+stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (when.microsecond // 1000)
+keys = ["storage-test/data/old/k-%04d" % i for i in range(1100)] + ["storage-test2/data/old"]
+for i, key in enumerate(keys):
+    d = os.path.join(root, "%032x" % (0xa0000 + i))
+    os.makedirs(d)
+    for name, text in (("key", key), ("metadata", "{}"),
+                       ("pvb-initiated.json", json.dumps({"initiated": stamp}))):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+PY
+        tool_ok "$url" clean-incomplete 86400
+        [ "$(cat "$TMP/out")" = "removed 0" ] || check_fail "s3: clean-incomplete 86400: $(cat "$TMP/out")"
+        tool_ok "$url" stats-after clean-incomplete 3600
+        [ "$(head -n 1 "$TMP/out")" = "removed 1100" ] ||
+            check_fail "s3: clean-incomplete 3600: $(cat "$TMP/out")"
+        # two pages of the listing, 1100 aborts
+        req=$(awk '/^requests/ {print $2}' "$TMP/out")
+        [ "$req" -eq 1102 ] || check_fail "s3: clean-incomplete of 1100 uploads took $req requests"
+        left=$(uploads | tr '\n' ' ')
+        [ "$left" = "other/foreign storage-test/data/aa/young-1 storage-test/index/young-2 storage-test2/data/foreign storage-test2/data/old " ] ||
+            check_fail "s3: after clean-incomplete 3600 in progress: $left"
+        # ages are pvbackup's: with its clock two hours ahead, the young ones are old
+        PVBACKUP_FAKE_NOW=$(($(date +%s) + 7200)) tool_ok "$url" clean-incomplete 3600
+        [ "$(cat "$TMP/out")" = "removed 2" ] || check_fail "s3: clean-incomplete 3600 at now+2h: $(cat "$TMP/out")"
+        [ ! -e "$PVB_S3_DATA_DIR/$PVB_S3_BUCKET/._S3rver_uploads/$young1" ] ||
+            check_fail "s3: the part of an aborted upload is still stored"
+        initiate storage-test/index/young-3
+        tool_ok "$url" clean-incomplete 0
+        [ "$(cat "$TMP/out")" = "removed 1" ] || check_fail "s3: clean-incomplete 0: $(cat "$TMP/out")"
+        left=$(uploads | tr '\n' ' ')
+        [ "$left" = "other/foreign storage-test2/data/foreign storage-test2/data/old " ] ||
+            check_fail "s3: after clean-incomplete 0 in progress: $left"
+        n=$(grep -c "DELETE /$PVB_S3_BUCKET/storage-test/[^ ]*?uploadId=[0-9a-f]* -> 204" "$PVB_S3_LOG" || true)
+        [ "$n" -eq 1103 ] || check_fail "s3: $n aborts answered 204, expected 1103"
+    fi
+    tool_ok "$url" list
+    cmp -s "$TMP/out" "$TMP/objects-before" || check_fail "$kind: clean-incomplete changed the objects"
+    PVB_TOOL_MULTIPART_THRESHOLD=5242880 PVB_TOOL_PART_SIZE=5242880 \
+        tool_ok "$url" put big/after-cleanup "$TMP/big"
+    tool_ok "$url" get big/after-cleanup
+    cmp -s "$TMP/out" "$TMP/big" || check_fail "$kind: a multipart put after the cleanup reads back different"
+    tool_ok "$url" clean-incomplete 0
+    [ "$(cat "$TMP/out")" = "removed 0" ] || check_fail "$kind: a completed put left something: $(cat "$TMP/out")"
 done
+
+step "s3: a multipart upload whose part fails is aborted (204), nothing left in progress"
+pvb_proxy_start "$TMP/faults.json"
+pvb_proxy_set '{"rules":[{"fault":"error500","match":"PUT /storage-test/big/failed\\?partNumber=3&"}]}'
+AWS_ENDPOINT_URL=$PVB_PROXY_ENDPOINT PVB_TOOL_MAX_ATTEMPTS=1 PVB_TOOL_MULTIPART_THRESHOLD=5242880 \
+    PVB_TOOL_PART_SIZE=5242880 tool "s3://$PVB_S3_BUCKET/storage-test" put big/failed "$TMP/big"
+[ "$RC" -eq 1 ] || check_fail "a put whose part 3 fails exited $RC"
+grep -q 'InternalError' "$TMP/err" || check_fail "a put whose part 3 fails: $(cat "$TMP/err")"
+grep -q 'could not abort\|does not abort' "$TMP/err" && check_fail "the abort failed: $(cat "$TMP/err")"
+grep -q "DELETE /$PVB_S3_BUCKET/storage-test/big/failed?uploadId=[0-9a-f]* -> 204" "$PVB_S3_LOG" ||
+    check_fail "no abort answered 204 in the s3rver log"
+left=$(uploads | grep -c 'big/failed' || true)
+[ "$left" -eq 0 ] || check_fail "the failed upload is still in progress"
+tool "s3://$PVB_S3_BUCKET/storage-test" head big/failed
+[ "$RC" -eq 4 ] || check_fail "the failed put left an object (head exited $RC)"
+pvb_proxy_stop
 
 step "s3: wrong credentials and a missing bucket"
 AWS_SECRET_ACCESS_KEY=wrong-secret tool "s3://$PVB_S3_BUCKET/storage-test" put x/y "$TMP/big"

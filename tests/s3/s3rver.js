@@ -23,6 +23,20 @@
 //
 // Built-in credentials: access key S3RVER, secret S3RVER (SigV4 is verified: a wrong secret
 // gets 403 SignatureDoesNotMatch). The server stops cleanly on SIGTERM, SIGINT and SIGHUP.
+//
+// Added to s3rver (which answers ListMultipartUploads with 501 and AbortMultipartUpload with
+// 405), as AWS documents them, behind s3rver's own SigV4 check:
+//   GET /BUCKET?uploads[&prefix=P][&key-marker=K[&upload-id-marker=U]][&max-uploads=N]
+//       ListMultipartUploadsResult of the uploads initiated and neither completed nor
+//       aborted, in key then upload-id order (AWS orders the uploads of one key by their
+//       initiation time instead), at most N (1 to 1000, default 1000) a page; delimiter and
+//       encoding-type answer 501 NotImplemented. Initiated is the time of the initiate request,
+//       kept in pvb-initiated.json in the upload's directory (BUCKET/._S3rver_uploads/ID/).
+//   DELETE /BUCKET/KEY?uploadId=ID
+//       AbortMultipartUpload: the upload and its parts are removed, 204.
+// An unknown, aborted or completed upload id (or one of another key) gets 404 NoSuchUpload
+// from abort, UploadPart and CompleteMultipartUpload. Unlike s3rver's own operations, these
+// two refuse anonymous requests (403 AccessDenied).
 'use strict';
 
 const crypto = require('crypto');
@@ -121,15 +135,21 @@ function checkLegacyProvider() {
   }
 }
 
-function loadS3rver() {
+// require() a module of s3rver's package, or die with the way to install it.
+function requireS3rver(name) {
   try {
-    return require('@20minutes/s3rver');
+    return require(name);
   } catch (err) {
     die(
-      `cannot load @20minutes/s3rver (${err.code || err.message}): ` +
+      `cannot load ${name} (${err.code || err.message}): ` +
         `run ${path.join(__dirname, 'install.sh')} first`,
     );
   }
+  return undefined;
+}
+
+function loadS3rver() {
+  return requireS3rver('@20minutes/s3rver');
 }
 
 // s3rver 4.0.4 streams a PUT body straight into the object's file, so a client killed in
@@ -160,6 +180,254 @@ function makePutsAtomic() {
   };
 }
 
+// ---- multipart uploads: ListMultipartUploads and AbortMultipartUpload (see the header) ----
+
+const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/; // s3rver makes 32 hex digits; never '.' or '/'
+const INITIATED_FILE = 'pvb-initiated.json';
+const MAX_UPLOADS = 1000;
+
+// Byte order of the UTF-8 encodings, as S3 sorts keys (JS compares UTF-16 code units).
+function compareBytes(a, b) {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+function addMultipartUploads() {
+  const FilesystemStore = requireS3rver('@20minutes/s3rver/lib/stores/filesystem');
+  const S3Error = requireS3rver('@20minutes/s3rver/lib/models/error');
+  const { DUMMY_ACCOUNT } = requireS3rver('@20minutes/s3rver/lib/models/account');
+  const bucketCtrl = requireS3rver('@20minutes/s3rver/lib/controllers/bucket');
+  const authentication = requireS3rver('@20minutes/s3rver/lib/middleware/authentication');
+  const authPath = require.resolve('@20minutes/s3rver/lib/middleware/authentication');
+  if (require.cache[require.resolve('@20minutes/s3rver/lib/routes')]) {
+    die("s3rver's routes were loaded before the multipart additions could hook in");
+  }
+  if (typeof FilesystemStore.prototype.initiateUpload !== 'function') {
+    die("s3rver's store has no initiateUpload: version changed?");
+  }
+
+  const uploadsDir = (store, bucket) => store.getResourcePath(bucket, undefined, 'uploads');
+  const noSuchUpload = (uploadId) =>
+    new S3Error(
+      'NoSuchUpload',
+      'The specified upload does not exist. The upload ID may be invalid, or the upload ' +
+        'may have been aborted or completed.',
+      { UploadId: String(uploadId) },
+    );
+
+  // s3rver keeps no initiation time: record it next to the upload's key and metadata
+  const initiateUpload = FilesystemStore.prototype.initiateUpload;
+  FilesystemStore.prototype.initiateUpload = async function recordInitiated(
+    bucket,
+    key,
+    uploadId,
+    metadata,
+  ) {
+    const initiated = new Date().toISOString();
+    await initiateUpload.call(this, bucket, key, uploadId, metadata);
+    const file = path.join(uploadsDir(this, bucket), uploadId, INITIATED_FILE);
+    const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(6).toString('hex')}`;
+    await fs.promises.writeFile(tmp, JSON.stringify({ initiated }) + '\n');
+    await fs.promises.rename(tmp, file);
+  };
+
+  // The upload uploadId of bucket, or null when there is none (never initiated, completed,
+  // aborted, or still being initiated: its key file is written last by s3rver).
+  async function readUpload(store, bucket, uploadId) {
+    if (typeof uploadId !== 'string' || !UPLOAD_ID.test(uploadId)) return null;
+    const dir = path.join(uploadsDir(store, bucket), uploadId);
+    const readOptional = async (name) => {
+      try {
+        return await fs.promises.readFile(path.join(dir, name), 'utf8');
+      } catch (err) {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+        throw err;
+      }
+    };
+    const key = await readOptional('key');
+    if (!key) return null;
+    let initiated;
+    try {
+      initiated = Date.parse(JSON.parse((await readOptional(INITIATED_FILE)) || '{}').initiated);
+    } catch (err) {
+      initiated = NaN;
+    }
+    if (Number.isNaN(initiated)) {
+      // an upload of a data directory from before this launcher: its key file's time is close
+      try {
+        initiated = (await fs.promises.stat(path.join(dir, 'key'))).mtimeMs;
+      } catch (err) {
+        return null;
+      }
+    }
+    let storageClass = 'STANDARD';
+    try {
+      const metadata = JSON.parse((await readOptional('metadata')) || '{}');
+      if (typeof metadata['x-amz-storage-class'] === 'string') {
+        storageClass = metadata['x-amz-storage-class'];
+      }
+    } catch (err) {
+      // unreadable metadata only loses the storage class
+    }
+    return { key, uploadId, initiated, storageClass };
+  }
+
+  // The upload uploadId of key in bucket, or 404 NoSuchUpload (or NoSuchBucket).
+  async function requireUpload(ctx, bucket, key, uploadId) {
+    await bucketCtrl.bucketExists(ctx);
+    const upload = await readUpload(ctx.store, bucket, uploadId);
+    if (!upload || upload.key !== key) throw noSuchUpload(uploadId);
+    return upload;
+  }
+
+  function requireAccount(ctx) {
+    if (!ctx.state.account) {
+      throw new S3Error('AccessDenied', 'Access Denied');
+    }
+    return ctx.state.account;
+  }
+
+  function queryString(ctx, name) {
+    const value = ctx.query[name];
+    if (value === undefined) return '';
+    if (typeof value !== 'string') {
+      throw new S3Error('InvalidArgument', `${name} is given more than once`, {
+        ArgumentName: name,
+      });
+    }
+    return value;
+  }
+
+  async function listMultipartUploads(ctx, bucket) {
+    const account = requireAccount(ctx);
+    await bucketCtrl.bucketExists(ctx);
+    for (const name of ['delimiter', 'encoding-type']) {
+      if (name in ctx.query) {
+        throw new S3Error(
+          'NotImplemented',
+          `ListMultipartUploads with ${name} is not implemented by this test server`,
+        );
+      }
+    }
+    const prefix = queryString(ctx, 'prefix');
+    const keyMarker = queryString(ctx, 'key-marker');
+    const uploadIdMarker = queryString(ctx, 'upload-id-marker');
+    let maxUploads = MAX_UPLOADS;
+    if ('max-uploads' in ctx.query) {
+      const v = queryString(ctx, 'max-uploads');
+      if (!/^\d{1,10}$/.test(v) || Number(v) < 1 || Number(v) > 2147483647) {
+        throw new S3Error(
+          'InvalidArgument',
+          'Argument max-uploads must be an integer between 1 and 2147483647',
+          { ArgumentName: 'max-uploads', ArgumentValue: v },
+        );
+      }
+      maxUploads = Math.min(MAX_UPLOADS, Number(v));
+    }
+
+    let ids = [];
+    try {
+      ids = await fs.promises.readdir(uploadsDir(ctx.store, bucket));
+    } catch (err) {
+      if (err.code !== 'ENOENT') throw err;
+    }
+    const uploads = (
+      await Promise.all(ids.map((id) => readUpload(ctx.store, bucket, id)))
+    ).filter(Boolean);
+    // key-marker alone starts after every upload of that key; with upload-id-marker, after
+    // that one upload (AWS ignores upload-id-marker without key-marker)
+    const afterMarkers = (u) => {
+      if (keyMarker === '') return true;
+      const c = compareBytes(u.key, keyMarker);
+      if (c !== 0) return c > 0;
+      return uploadIdMarker !== '' && compareBytes(u.uploadId, uploadIdMarker) > 0;
+    };
+    const matching = uploads
+      .filter((u) => u.key.startsWith(prefix) && afterMarkers(u))
+      .sort((a, b) => compareBytes(a.key, b.key) || compareBytes(a.uploadId, b.uploadId));
+    const page = matching.slice(0, maxUploads);
+    const last = page.length > 0 ? page[page.length - 1] : undefined;
+    const who = { ID: account.id, DisplayName: account.displayName || DUMMY_ACCOUNT.displayName };
+    ctx.body = {
+      ListMultipartUploadsResult: {
+        '@': { xmlns: 'http://s3.amazonaws.com/doc/2006-03-01/' },
+        Bucket: bucket,
+        KeyMarker: keyMarker,
+        UploadIdMarker: uploadIdMarker,
+        NextKeyMarker: last ? last.key : '',
+        Prefix: prefix,
+        NextUploadIdMarker: last ? last.uploadId : '',
+        MaxUploads: maxUploads,
+        IsTruncated: matching.length > page.length,
+        Upload: page.map((u) => ({
+          Key: u.key,
+          UploadId: u.uploadId,
+          Initiator: who,
+          Owner: who,
+          StorageClass: u.storageClass,
+          Initiated: new Date(u.initiated).toISOString(),
+        })),
+      },
+    };
+  }
+
+  async function abortMultipartUpload(ctx, bucket, key, uploadId) {
+    requireAccount(ctx);
+    await requireUpload(ctx, bucket, key, uploadId);
+    // out of sight at once (a rename), then removed: a listing never sees half an upload
+    const dir = path.join(uploadsDir(ctx.store, bucket), uploadId);
+    const trash = path.join(
+      uploadsDir(ctx.store, bucket),
+      `.aborted-${uploadId}-${process.pid}-${crypto.randomBytes(6).toString('hex')}`,
+    );
+    try {
+      await fs.promises.rename(dir, trash);
+    } catch (err) {
+      if (err.code === 'ENOENT') throw noSuchUpload(uploadId); // aborted concurrently
+      throw err;
+    }
+    await fs.promises.rm(trash, { recursive: true, force: true });
+    ctx.logger.info('Aborted multipart upload %s of "%s" in bucket "%s"', uploadId, key, bucket);
+    ctx.status = 204;
+  }
+
+  // Runs after a request passed the signature check, before s3rver's routes.
+  async function multipartApi(ctx, next) {
+    const bucket = ctx.params.bucket;
+    if (ctx.state.website || !bucket) return next();
+    let key = ctx.params.key;
+    // as s3rver's router.param('key'): a key's trailing slash is part of it
+    if (key && ctx.path.endsWith('/') && !key.endsWith('/')) key += '/';
+    if (!key) {
+      if (ctx.method === 'GET' && 'uploads' in ctx.query) {
+        return listMultipartUploads(ctx, bucket);
+      }
+      return next();
+    }
+    if ('uploadId' in ctx.query && !('uploads' in ctx.query)) {
+      const uploadId = ctx.query.uploadId;
+      if (ctx.method === 'DELETE') return abortMultipartUpload(ctx, bucket, key, uploadId);
+      if (ctx.method === 'PUT' || ctx.method === 'POST') {
+        // UploadPart would otherwise recreate an aborted upload's directory, and
+        // CompleteMultipartUpload fail with a 500
+        await requireUpload(ctx, bucket, key, uploadId);
+      }
+    }
+    return next();
+  }
+
+  // routes.js makes its authentication middleware when it is loaded: hand it one that goes on
+  // to multipartApi once the signature is verified
+  let hooked = false;
+  require.cache[authPath].exports = function authenticationThenMultipart(...args) {
+    hooked = true;
+    const authenticate = authentication(...args);
+    return function authenticationAndMultipart(ctx, next) {
+      return authenticate(ctx, () => multipartApi(ctx, next));
+    };
+  };
+  return () => hooked;
+}
+
 function writeFileAtomic(file, text) {
   const tmp = `${file}.tmp.${process.pid}`;
   fs.writeFileSync(tmp, text);
@@ -169,7 +437,9 @@ function writeFileAtomic(file, text) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   checkLegacyProvider();
+  const multipartHooked = addMultipartUploads();
   const S3rver = loadS3rver();
+  if (!multipartHooked()) die("the multipart additions did not hook in: s3rver's routes changed?");
   makePutsAtomic();
   fs.mkdirSync(opts.dir, { recursive: true });
 

@@ -4,7 +4,9 @@
 # curl's own SigV4 signing (curl >= 7.75: --aws-sigv4).
 #
 # Checks: PUT/GET/HEAD/ranged GET, ListObjectsV2 (continuation tokens), multipart upload,
-# DeleteObjects, SigV4 verification (wrong secret: 403); the s3rver 4.0.4 quirks the S3
+# DeleteObjects, SigV4 verification (wrong secret: 403); ListMultipartUploads (prefix,
+# max-uploads with markers) and AbortMultipartUpload, which the launcher adds to s3rver
+# (NoSuchUpload after an abort, wrong secret: 403); the s3rver 4.0.4 quirks the S3
 # backend has to live with; through the proxy, a clean request keeps a valid signature and
 # every fault kind is injected, selected by every/probability/times/path; the proxy's
 # statistics; and that no server of ours outlives pvb_s3_stop or a killed test.
@@ -202,6 +204,120 @@ check "the listing no longer has them" eval 'code_is 200 && ! body_has "list/k1<
 req DELETE /pvb-test/list/k3
 check "DeleteObject -> 204" code_is 204
 
+step "ListMultipartUploads and AbortMultipartUpload (added by the launcher)"
+uploads_xml_ok() {
+    body_has '<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' &&
+        body_has '<Bucket>pvb-test</Bucket>'
+}
+req GET '/pvb-test?uploads='
+check "ListMultipartUploads with none in progress -> 200, empty (the completed upload is gone)" \
+    eval 'code_is 200 && uploads_xml_ok && body_has "<IsTruncated>false</IsTruncated>" && ! body_has "<Upload>"'
+req POST '/pvb-test/smoke/mpu-b?uploads='
+UP_B=$(xml_values UploadId)
+req POST '/pvb-test/other/mpu-a?uploads='
+UP_A=$(xml_values UploadId)
+check "two uploads initiated" eval '[ -n "$UP_A" ] && [ -n "$UP_B" ]'
+req PUT "/pvb-test/smoke/mpu-b?partNumber=1&uploadId=$UP_B" "$TMP/tiny"
+check "UploadPart to one of them -> 200" code_is 200
+req GET '/pvb-test?uploads='
+check "ListMultipartUploads -> both, in key order, with their upload ids" \
+    eval 'code_is 200 && uploads_xml_ok && [ "$(xml_values Key | tr "\n" " ")" = "other/mpu-a smoke/mpu-b " ] &&
+        [ "$(xml_values UploadId | tr "\n" " ")" = "$UP_A $UP_B " ] &&
+        body_has "<MaxUploads>1000</MaxUploads>" && body_has "<IsTruncated>false</IsTruncated>"'
+check "each upload has Initiated (ISO 8601, milliseconds, Z; within a minute), StorageClass, Owner, Initiator" \
+    python3 -c 'import re, sys, datetime
+body = open(sys.argv[1]).read()
+ups = re.findall(r"<Upload>(.*?)</Upload>", body)
+assert len(ups) == 2, ups
+now = datetime.datetime.now(datetime.timezone.utc)
+for u in ups:
+    t = re.search(r"<Initiated>(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)</Initiated>", u).group(1)
+    age = (now - datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%f%z")).total_seconds()
+    assert -60 < age < 60, (t, age)
+    assert "<StorageClass>STANDARD</StorageClass>" in u, u
+    assert re.search(r"<Owner><ID>[^<]+</ID><DisplayName>[^<]*</DisplayName></Owner>", u), u
+    assert re.search(r"<Initiator><ID>[^<]+</ID>", u), u' "$TMP/body"
+req GET '/pvb-test?prefix=smoke%2F&uploads='
+check "ListMultipartUploads prefix=smoke/ -> only smoke/mpu-b" \
+    eval 'code_is 200 && [ "$(xml_values Key)" = smoke/mpu-b ] && body_has "<Prefix>smoke/</Prefix>"'
+keys=()
+truncs=()
+km=""
+um=""
+pages=0
+while :; do
+    q="max-uploads=1&uploads="
+    if [ -n "$km" ]; then
+        # canonical order: key-marker < max-uploads < upload-id-marker < uploads
+        q="key-marker=$(node -p 'encodeURIComponent(process.argv[1])' "$km")&max-uploads=1&upload-id-marker=$um&uploads="
+    fi
+    req GET "/pvb-test?$q"
+    if [ "$CODE" != 200 ]; then
+        bad "ListMultipartUploads page $pages -> $CODE"
+        break
+    fi
+    mapfile -t page < <(xml_values Key)
+    keys+=("${page[@]}")
+    truncs+=("$(xml_values IsTruncated)")
+    km=$(xml_values NextKeyMarker)
+    um=$(xml_values NextUploadIdMarker)
+    pages=$((pages + 1))
+    if [ "${truncs[-1]}" != true ] || [ "$pages" -ge 10 ]; then
+        break
+    fi
+done
+check "max-uploads=1 following NextKeyMarker/NextUploadIdMarker: 2 pages, truncated then not" \
+    test "$pages:${keys[*]}:${truncs[*]}" = "2:other/mpu-a smoke/mpu-b:true false"
+req GET "/pvb-test?key-marker=smoke%2Fmpu-b&uploads="
+check "key-marker without upload-id-marker starts after every upload of that key" \
+    eval 'code_is 200 && ! body_has "<Upload>"'
+req DELETE "/pvb-test/other/mpu-a?uploadId=$UP_A"
+check "AbortMultipartUpload -> 204" code_is 204
+req GET '/pvb-test?uploads='
+check "the aborted upload is no longer listed" eval 'code_is 200 && [ "$(xml_values Key)" = smoke/mpu-b ]'
+req DELETE "/pvb-test/other/mpu-a?uploadId=$UP_A"
+check "aborting it again -> 404 NoSuchUpload" eval 'code_is 404 && body_has "<Code>NoSuchUpload</Code>"'
+req PUT "/pvb-test/other/mpu-a?partNumber=1&uploadId=$UP_A" "$TMP/tiny"
+check "UploadPart to the aborted upload -> 404 NoSuchUpload" eval 'code_is 404 && body_has NoSuchUpload'
+printf '<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"x"</ETag></Part></CompleteMultipartUpload>' >"$TMP/complete-a.xml"
+req POST "/pvb-test/other/mpu-a?uploadId=$UP_A" "$TMP/complete-a.xml"
+check "CompleteMultipartUpload of the aborted upload -> 404 NoSuchUpload" eval 'code_is 404 && body_has NoSuchUpload'
+req DELETE "/pvb-test/smoke/mpu-b?uploadId=0123456789abcdef0123456789abcdef"
+check "aborting an unknown upload id -> 404 NoSuchUpload" eval 'code_is 404 && body_has "<Code>NoSuchUpload</Code>"'
+req DELETE "/pvb-test/smoke/other-key?uploadId=$UP_B"
+check "aborting an upload under another key -> 404 NoSuchUpload" eval 'code_is 404 && body_has NoSuchUpload'
+SECRET=wrong-secret req GET '/pvb-test?uploads='
+check "ListMultipartUploads with a wrong secret -> 403 SignatureDoesNotMatch" \
+    eval 'code_is 403 && body_has SignatureDoesNotMatch'
+SECRET=wrong-secret req DELETE "/pvb-test/smoke/mpu-b?uploadId=$UP_B"
+check "AbortMultipartUpload with a wrong secret -> 403" eval 'code_is 403 && body_has SignatureDoesNotMatch'
+set +e
+anon=$(curl -sS --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 10 "$EP/pvb-test?uploads=")
+set -e
+check "an anonymous ListMultipartUploads -> 403" test "$anon" = 403
+check "the upload survived those and still has its part" test -f "$PVB_S3_DATA_DIR/pvb-test/._S3rver_uploads/$UP_B/1"
+req DELETE "/pvb-test/smoke/mpu-b?uploadId=$UP_B"
+check "aborting it -> 204, its parts are gone" \
+    eval 'code_is 204 && [ ! -e "$PVB_S3_DATA_DIR/pvb-test/._S3rver_uploads/$UP_B" ]'
+ids=()
+for i in 1 2; do
+    req POST '/pvb-test/smoke/same?uploads='
+    ids+=("$(xml_values UploadId)")
+done
+mapfile -t sorted < <(printf '%s\n' "${ids[@]}" | LC_ALL=C sort)
+req GET '/pvb-test?uploads='
+check "two uploads of one key: listed in upload-id order" \
+    eval 'code_is 200 && [ "$(xml_values UploadId | tr "\n" " ")" = "${sorted[0]} ${sorted[1]} " ]'
+req GET "/pvb-test?key-marker=smoke%2Fsame&upload-id-marker=${sorted[0]}&uploads="
+check "key-marker with upload-id-marker: the uploads of that key after that id" \
+    eval 'code_is 200 && [ "$(xml_values UploadId)" = "${sorted[1]}" ]'
+for id in "${ids[@]}"; do
+    req DELETE "/pvb-test/smoke/same?uploadId=$id"
+    [ "$CODE" = 204 ] || bad "abort of smoke/same $id -> $CODE"
+done
+req GET '/pvb-test?uploads='
+check "nothing left in progress" eval 'code_is 200 && ! body_has "<Upload>"'
+
 step "SigV4 verification"
 SECRET=wrong-secret
 req GET /pvb-test/smoke/obj200k
@@ -214,8 +330,6 @@ check "(the object of a good PUT exists)" code_is 200
 step "s3rver 4.0.4 quirks (the S3 backend must not rely on these)"
 req GET '/pvb-test/?list-type=2'
 check "quirk: bucket request signed with a trailing slash -> 403" code_is 403
-req GET '/pvb-test?uploads='
-check "quirk: ListMultipartUploads -> 501 NotImplemented" eval '[ "$CODE" = 501 ]'
 HASH=$EMPTY_SHA req PUT /pvb-test/smoke/hash-mismatch "$TMP/tiny"
 check "quirk: a body whose SHA-256 differs from the signed x-amz-content-sha256 is accepted" code_is 200
 HDRS=(-H 'Range: bytes=0-0')

@@ -1,6 +1,6 @@
 /* pvb_storage_tool: drive the storage layer directly, for the S3 storage tests (listings of
- * thousands of keys, batched deletes, multipart uploads, ranged reads), which no pvbackup
- * command exercises on its own yet.
+ * thousands of keys, batched deletes, multipart uploads, ranged reads, the cleanup of what
+ * interrupted writers leave), which no pvbackup command exercises on its own yet.
  *
  *   pvb_storage_tool URL put NAME FILE          store FILE as object NAME
  *   pvb_storage_tool URL get NAME [OFF LEN]     write the object (or a range) to stdout
@@ -12,10 +12,14 @@
  *   pvb_storage_tool URL rm NAME                delete of one object
  *   pvb_storage_tool URL delete-all [DIR]       list, then delete_many of everything listed
  *   pvb_storage_tool URL stats-after put NAME FILE   put, then print "requests N retries N"
+ *   pvb_storage_tool URL clean-incomplete SECONDS     pvb_storage_clean_incomplete of what is
+ *                                               older than SECONDS; prints "removed N"
  *
  * S3 settings come from the environment as for pvbackup (AWS_*, PVBACKUP_S3_* sizes are not
- * parsed here: PVB_TOOL_MULTIPART_THRESHOLD and PVB_TOOL_PART_SIZE, in bytes).
- * Exit status: 0 on success, 4 for a missing object, 1 for other errors. */
+ * parsed here: PVB_TOOL_MULTIPART_THRESHOLD and PVB_TOOL_PART_SIZE, in bytes, and
+ * PVB_TOOL_MAX_ATTEMPTS, attempts per request).
+ * Exit status: 0 on success, 4 for a missing object, 3 when the store cannot do it
+ * (PVB_E_UNSUPPORTED), 1 for other errors. */
 #include "pvbackup/common.h"
 
 #include "pvbackup/buf.h"
@@ -31,13 +35,13 @@
 static int fail(const pvb_error *err, const char *what)
 {
     fprintf(stderr, "pvb_storage_tool: %s: %s\n", what, err->msg);
-    return err->code == PVB_E_NOT_FOUND ? 4 : 1;
+    return err->code == PVB_E_NOT_FOUND ? 4 : err->code == PVB_E_UNSUPPORTED ? 3 : 1;
 }
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: pvb_storage_tool URL put|get|head|put-many|list|delete|delete-all "
-                    "...\n");
+    fprintf(stderr, "usage: pvb_storage_tool URL put|get|head|put-many|list|delete|delete-all|"
+                    "rm|clean-incomplete ...\n");
     return 2;
 }
 
@@ -150,6 +154,7 @@ int main(int argc, char **argv)
     memset(&opts, 0, sizeof(opts));
     opts.s3_multipart_threshold = env_u64("PVB_TOOL_MULTIPART_THRESHOLD");
     opts.s3_part_size = env_u64("PVB_TOOL_PART_SIZE");
+    opts.retry_max_attempts = (int)env_u64("PVB_TOOL_MAX_ATTEMPTS");
     if (pvb_storage_open(url, &opts, false, &st, &err) != PVB_OK)
         return fail(&err, "open");
 
@@ -213,6 +218,20 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "rm") == 0 && argc == 4) {
         if (pvb_storage_delete(st, argv[3], &err) != PVB_OK) {
             rc = fail(&err, "rm");
+            goto out;
+        }
+    } else if (strcmp(cmd, "clean-incomplete") == 0 && argc == 4) {
+        char *end = NULL;
+        long long seconds = strtoll(argv[3], &end, 10);
+        if (end == argv[3] || *end != '\0') {
+            rc = usage();
+            goto out;
+        }
+        size_t removed = 0;
+        int crc = pvb_storage_clean_incomplete(st, (int64_t)seconds, &removed, &err);
+        printf("removed %zu\n", removed);
+        if (crc != PVB_OK) {
+            rc = fail(&err, "clean-incomplete");
             goto out;
         }
     } else if (strcmp(cmd, "delete") == 0 && argc >= 4) {

@@ -34,6 +34,7 @@
 #define DEFAULT_UPLOAD_CONCURRENCY 4
 #define MAX_UPLOAD_CONCURRENCY 64
 #define LIST_PAGE_KEYS "1000"
+#define UPLOADS_PAGE "1000" /* the most ListMultipartUploads returns at once */
 #define SECRET_FILE_MAX 4096
 
 /* ---- configuration ---- */
@@ -342,13 +343,47 @@ static void *part_worker(void *arg)
     return NULL;
 }
 
-static void abort_multipart(s3_client *c, const char *key, const char *what, const char *upload_id)
+/* AbortMultipartUpload. *gone is set when the store no longer knows the upload (404
+ * NoSuchUpload: completed, aborted or expired meanwhile), which is what an abort wants
+ * anyway, so that is PVB_OK too. resp tells a refusal (405, 501) from other failures. */
+static int abort_upload(s3_client *c, const char *key, const char *what, const char *upload_id,
+                        bool *gone, s3_response *resp, pvb_error *err)
 {
     pvb_s3_kv q[] = {{"uploadId", upload_id}};
     s3_request req = {.method = "DELETE", .key = key, .query = q, .n_query = 1, .what = what};
+    *gone = false;
+    int rc = s3_perform(c, &req, resp, err);
+    /* a missing bucket is a 404 too, and no success */
+    if (rc == PVB_E_NOT_FOUND && resp->status == 404 &&
+        strcmp(resp->error_code, "NoSuchBucket") != 0) {
+        *gone = true;
+        rc = PVB_OK;
+    }
+    return rc;
+}
+
+/* Stores that implement multipart uploads without abort or listing (s3rver answered 405 and
+ * 501) say so with these; no retry or later call changes the answer. */
+static bool refused_as_unsupported(const s3_response *resp)
+{
+    return resp->status == 405 || resp->status == 501 ||
+           strcmp(resp->error_code, "MethodNotAllowed") == 0 ||
+           strcmp(resp->error_code, "NotImplemented") == 0;
+}
+
+static void abort_multipart(s3_client *c, const char *key, const char *what, const char *upload_id)
+{
     s3_response resp;
     pvb_error err;
-    if (s3_perform(c, &req, &resp, &err) != PVB_OK)
+    bool gone = false;
+    int rc = abort_upload(c, key, what, upload_id, &gone, &resp, &err);
+    if (rc == PVB_OK && gone)
+        PVB_DEBUG("s3: the multipart upload of %s was gone before its abort", what);
+    else if (rc != PVB_OK && refused_as_unsupported(&resp))
+        PVB_WARN("s3: the store does not abort multipart uploads (%s); the parts of %s stay until "
+                 "the store's own expiry of incomplete uploads removes them",
+                 err.msg, what);
+    else if (rc != PVB_OK)
         PVB_WARN("s3: could not abort the multipart upload of %s (%s); a later prune removes "
                  "its parts",
                  what, err.msg);
@@ -723,6 +758,138 @@ out:
     return rc;
 }
 
+/* ---- incomplete multipart uploads ---- */
+
+/* Abort the multipart uploads under the prefix initiated at or before cutoff. The listing
+ * goes page by page, each page's uploads aborted before the next is asked for: the markers
+ * are a key and an upload id, compared as strings, so aborting what they point at does not
+ * move the next page. */
+static int s3_clean_incomplete(void *impl, int64_t cutoff, size_t *removed, pvb_error *err)
+{
+    s3_client *c = impl;
+    int rc = PVB_OK;
+    char *key_marker = NULL;
+    char *id_marker = NULL;
+    pvb_buf body = PVB_BUF_INIT;
+    pvb_s3_uploads_page page;
+    memset(&page, 0, sizeof(page));
+    const char *what = "the listing of incomplete multipart uploads";
+    size_t strip = strlen(c->prefix);
+
+    for (;;) {
+        pvb_s3_kv q[5];
+        size_t nq = 0;
+        q[nq++] = (pvb_s3_kv){"uploads", ""};
+        q[nq++] = (pvb_s3_kv){"max-uploads", UPLOADS_PAGE};
+        if (c->prefix[0] != '\0')
+            q[nq++] = (pvb_s3_kv){"prefix", c->prefix};
+        if (key_marker != NULL)
+            q[nq++] = (pvb_s3_kv){"key-marker", key_marker};
+        /* without key-marker S3 ignores it */
+        if (key_marker != NULL && id_marker != NULL)
+            q[nq++] = (pvb_s3_kv){"upload-id-marker", id_marker};
+        s3_request req = {.method = "GET",
+                          .key = NULL,
+                          .query = q,
+                          .n_query = nq,
+                          .response = &body,
+                          .max_response = PVB_S3XML_MAX_INPUT,
+                          .what = what};
+        s3_response resp;
+        if ((rc = s3_perform(c, &req, &resp, err)) != PVB_OK) {
+            if (refused_as_unsupported(&resp)) {
+                rc = PVB_ERR(err, PVB_E_UNSUPPORTED,
+                             "the s3 store at %s cannot list incomplete multipart uploads: it "
+                             "answered %ld %s to ListMultipartUploads",
+                             c->endpoint, resp.status,
+                             resp.error_code[0] != '\0' ? resp.error_code : "without a code");
+                pvb_error_hint(err,
+                               "incomplete uploads then cost storage until the store itself "
+                               "removes them: give bucket '%s' a lifecycle rule that aborts "
+                               "incomplete multipart uploads, if the store has them",
+                               c->bucket);
+            }
+            goto out;
+        }
+        pvb_s3_uploads_page_free(&page);
+        if ((rc = pvb_s3xml_parse_uploads((const char *)body.data, body.len, &page, err)) !=
+            PVB_OK) {
+            pvb_error_prefix(err, "%s", what);
+            goto out;
+        }
+        for (size_t idx = 0; idx < page.n_uploads; idx++) {
+            const pvb_s3_upload *u = &page.uploads[idx];
+            /* the store filtered by prefix already, but its answer is not to be trusted with
+             * deletions; and keys no repository object can have are not ours */
+            if (strncmp(u->key, c->prefix, strip) != 0 ||
+                pvb_storage_name_check(u->key + strip) != NULL) {
+                PVB_DEBUG("s3: leaving alone an incomplete upload outside the repository's names");
+                continue;
+            }
+            if ((int64_t)u->initiated > cutoff)
+                continue;
+            if (pvb_interrupted()) {
+                rc = PVB_ERR(err, PVB_E_INTERRUPTED,
+                             "interrupted while aborting incomplete multipart uploads");
+                goto out;
+            }
+            char uwhat[PVB_STORAGE_NAME_MAX + 64];
+            snprintf(uwhat, sizeof(uwhat), "the incomplete upload of object '%s'", u->key + strip);
+            s3_response aresp;
+            bool gone = false;
+            if ((rc = abort_upload(c, u->key, uwhat, u->upload_id, &gone, &aresp, err)) != PVB_OK) {
+                if (refused_as_unsupported(&aresp)) {
+                    rc = PVB_ERR(err, PVB_E_UNSUPPORTED,
+                                 "the s3 store at %s lists incomplete multipart uploads but "
+                                 "cannot abort them: it answered %ld %s to "
+                                 "AbortMultipartUpload",
+                                 c->endpoint, aresp.status,
+                                 aresp.error_code[0] != '\0' ? aresp.error_code : "without a code");
+                    pvb_error_hint(err,
+                                   "give bucket '%s' a lifecycle rule that aborts incomplete "
+                                   "multipart uploads, if the store has them",
+                                   c->bucket);
+                }
+                goto out;
+            }
+            if (gone) {
+                PVB_DEBUG("s3: %s was gone before its abort", uwhat);
+            } else {
+                (*removed)++;
+                PVB_DEBUG("s3: aborted %s", uwhat);
+            }
+        }
+        if (!page.truncated)
+            break;
+        /* a store that hands back the markers it was given would have us loop forever */
+        if (key_marker != NULL && strcmp(page.next_key_marker, key_marker) == 0 &&
+            strcmp(page.next_upload_id_marker != NULL ? page.next_upload_id_marker : "",
+                   id_marker != NULL ? id_marker : "") == 0) {
+            rc = PVB_ERR(err, PVB_E_CORRUPT,
+                         "%s does not advance: the store answered the same page again", what);
+            goto out;
+        }
+        free(key_marker);
+        free(id_marker);
+        id_marker = NULL;
+        key_marker = strdup(page.next_key_marker); /* non-NULL when truncated (s3xml.h) */
+        /* without NextUploadIdMarker the listing goes on after every upload of that key: the
+         * ones skipped wait for the next cleanup */
+        if (page.next_upload_id_marker != NULL)
+            id_marker = strdup(page.next_upload_id_marker);
+        if (key_marker == NULL || (page.next_upload_id_marker != NULL && id_marker == NULL)) {
+            rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+out:
+    pvb_s3_uploads_page_free(&page);
+    pvb_buf_free(&body);
+    free(key_marker);
+    free(id_marker);
+    return rc;
+}
+
 static void s3_stats(void *impl, pvb_storage_stats *out)
 {
     s3_client *c = impl;
@@ -752,6 +919,7 @@ static const pvb_storage_ops s3_ops = {
     .del = s3_del,
     .del_many = s3_del_many,
     .check = s3_check,
+    .clean_incomplete = s3_clean_incomplete,
     .stats = s3_stats,
     .free = s3_free,
 };

@@ -291,6 +291,10 @@ static bool curl_retryable(CURLcode cc)
 
 static bool status_retryable(long status, const char *code)
 {
+    /* 501 Not Implemented is the store's final word on a feature (ListMultipartUploads on
+     * s3rver), not a passing failure */
+    if (status == 501 || strcmp(code, "NotImplemented") == 0)
+        return false;
     if (status >= 500 || status == 429)
         return true;
     return strcmp(code, "SlowDown") == 0 || strcmp(code, "RequestTimeout") == 0 ||

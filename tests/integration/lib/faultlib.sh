@@ -211,6 +211,36 @@ for i in range(count):
 EOF
 }
 
+# delay_s MAX_MS: a random delay in [1, MAX_MS] milliseconds, in seconds
+delay_s() {
+    local ms=$((1 + (RANDOM * 32768 + RANDOM) % $1))
+    printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
+# killed SIG DELAY ARGS...: run pvbackup ARGS, sending SIG after DELAY seconds. RC: its exit
+# code, or 128 + the signal when the signal ended it; DIED=1 in that case (a handled SIGINT
+# is an exit with code 130 and DIED=0).
+killed() {
+    local sig=$1 delay=$2
+    shift 2
+    set +e
+    python3 - "$sig" "$delay" "$TMP/out" "$TMP/err" "$PVBACKUP" "$@" >"$TMP/status" <<'EOF'
+import signal, subprocess, sys
+sig = getattr(signal, "SIG" + sys.argv[1])
+delay = float(sys.argv[2])
+with open(sys.argv[3], "wb") as out, open(sys.argv[4], "wb") as err:
+    p = subprocess.Popen(sys.argv[5:], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    try:
+        p.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        p.send_signal(sig)
+        p.wait()
+rc = p.returncode
+print("%d %d" % ((128 - rc, 1) if rc < 0 else (rc, 0)))
+EOF
+    set -e
+    read -r RC DIED <"$TMP/status"
+}
+
 # tree_same A B WHAT: treecmp.py without owners or times of the roots (recorded failure).
 tree_same() {
     if ! python3 "$FAULT_LIB/treecmp.py" "$1" "$2" >"$TMP/treecmp" 2>&1; then

@@ -103,6 +103,9 @@ START_TEST(test_cache_written_and_used_after_listing)
     pvb_error err = {0};
     char snap[65], idx[65];
     ck_assert_int_eq(pvb_repo_set_cache_dir(repo, cache, &err), PVB_OK);
+    /* empty listings (a new repository) are listings too */
+    list_dir("snapshots");
+    list_dir("index");
     put("snapshots", "a snapshot", snap);
     put("index", "an index file", idx);
     ck_assert(exists(copy_path("snapshots", snap)));

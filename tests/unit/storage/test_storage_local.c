@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Exit status of a forked check meaning "cannot run here" (as automake's SKIP). */
@@ -666,6 +667,162 @@ START_TEST(test_full_disk)
 }
 END_TEST
 
+/* Plant a file at repo_path/rel, modified age seconds ago. */
+static void plant_aged(const char *rel, time_t age)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", repo_path, rel);
+    pvb_test_write_file(path, "leftover", 8);
+    struct timespec times[2] = {{time(NULL) - age, 0}, {time(NULL) - age, 0}};
+    ck_assert_int_eq(utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+START_TEST(test_clean_incomplete)
+{
+    pvb_error err;
+    char path[PATH_MAX];
+    char outside[PATH_MAX];
+    size_t removed = 99;
+    name_list before = {0};
+    name_list after = {0};
+    const time_t hour = 3600;
+
+    put_str("config", "c");
+    put_str("snapshots/s1", "s");
+    put_str(HASH_NAME, "pack");
+    ck_assert_int_eq(pvb_storage_list(st, "", collect, &before, &err), PVB_OK);
+
+    /* what killed writers left, old and young, at every level */
+    plant_aged(".tmp-0000000000000001", 2 * hour);
+    plant_aged("snapshots/.tmp-0000000000000002", 2 * hour);
+    plant_aged("data/ab/.tmp-0000000000000003", 25 * hour);
+    plant_aged("data/ab/cd/ef/.tmp-0000000000000004", 2 * hour);
+    plant_aged("index/.tmp-0000000000000005", 60);
+    plant_aged("snapshots/.tmp-0000000000000006", 0);
+    /* not ours: a directory of that name, what lies where no object can be, and what lies
+     * behind symlinks, to a file or to a directory, which are never followed */
+    plant_aged(".tmp-dir/.tmp-0000000000000007", 2 * hour);
+    plant_aged("lost+found/.tmp-0000000000000008", 2 * hour);
+    snprintf(outside, sizeof(outside), "%s/outside/.tmp-0000000000000009", tmp);
+    pvb_test_write_file(outside, "x", 1);
+    struct timespec old[2] = {{time(NULL) - 2 * hour, 0}, {time(NULL) - 2 * hour, 0}};
+    ck_assert_int_eq(utimensat(AT_FDCWD, outside, old, 0), 0);
+    snprintf(path, sizeof(path), "%s/data/.tmp-000000000000000a", repo_path);
+    ck_assert_int_eq(symlink(outside, path), 0);
+    ck_assert_int_eq(utimensat(AT_FDCWD, path, old, AT_SYMLINK_NOFOLLOW), 0);
+    snprintf(path, sizeof(path), "%s/linked", repo_path);
+    snprintf(outside, sizeof(outside), "%s/outside", tmp);
+    ck_assert_int_eq(symlink(outside, path), 0);
+    ck_assert_int_eq(count_tmp_files(repo_path), 10); /* with .tmp-dir itself */
+
+    ck_assert_int_eq(pvb_storage_clean_incomplete(st, hour, &removed, &err), PVB_OK);
+    ck_assert_uint_eq(removed, 4);
+    ck_assert(!path_exists(".tmp-0000000000000001"));
+    ck_assert(!path_exists("snapshots/.tmp-0000000000000002"));
+    ck_assert(!path_exists("data/ab/.tmp-0000000000000003"));
+    ck_assert(!path_exists("data/ab/cd/ef/.tmp-0000000000000004"));
+    ck_assert(path_exists("index/.tmp-0000000000000005"));
+    ck_assert(path_exists("snapshots/.tmp-0000000000000006"));
+    ck_assert(path_exists(".tmp-dir/.tmp-0000000000000007"));
+    ck_assert(path_exists("lost+found/.tmp-0000000000000008"));
+    ck_assert(path_exists("data/.tmp-000000000000000a"));
+    ck_assert(path_exists("linked/.tmp-0000000000000009"));
+
+    /* ages are pvbackup's: with its clock two hours ahead the young ones are old */
+    char fake[32];
+    snprintf(fake, sizeof(fake), "%lld", (long long)(time(NULL) + 2 * hour));
+    ck_assert_int_eq(setenv("PVBACKUP_FAKE_NOW", fake, 1), 0);
+    ck_assert_int_eq(pvb_storage_clean_incomplete(st, hour, &removed, &err), PVB_OK);
+    ck_assert_int_eq(unsetenv("PVBACKUP_FAKE_NOW"), 0);
+    ck_assert_uint_eq(removed, 2);
+    ck_assert(!path_exists("index/.tmp-0000000000000005"));
+    ck_assert(!path_exists("snapshots/.tmp-0000000000000006"));
+
+    /* 0: every one of ours, however young, even one dated in the future */
+    plant_aged("index/.tmp-000000000000000b", 0);
+    plant_aged("index/.tmp-000000000000000c", -hour);
+    ck_assert_int_eq(pvb_storage_clean_incomplete(st, 0, &removed, &err), PVB_OK);
+    ck_assert_uint_eq(removed, 2);
+    ck_assert(!path_exists("index/.tmp-000000000000000b"));
+    ck_assert(!path_exists("index/.tmp-000000000000000c"));
+    ck_assert(path_exists(".tmp-dir/.tmp-0000000000000007"));
+    ck_assert(path_exists("lost+found/.tmp-0000000000000008"));
+    ck_assert(path_exists("data/.tmp-000000000000000a"));
+    ck_assert(path_exists("linked/.tmp-0000000000000009"));
+    ck_assert_int_eq(pvb_storage_clean_incomplete(st, 0, NULL, &err), PVB_OK);
+    ck_assert_int_eq(pvb_storage_clean_incomplete(st, -5, &removed, &err), PVB_E_USAGE);
+    ck_assert_uint_eq(removed, 0);
+
+    /* the objects are untouched, and writing goes on as before */
+    ck_assert_int_eq(pvb_storage_list(st, "", collect, &after, &err), PVB_OK);
+    name_list_sort(&before);
+    name_list_sort(&after);
+    ck_assert_int_eq(after.count, before.count);
+    for (int idx = 0; idx < before.count; idx++)
+        ck_assert_str_eq(after.names[idx], before.names[idx]);
+    name_list_free(&before);
+    name_list_free(&after);
+    put_str("snapshots/s2", "after the cleanup");
+    char *s = get_str("snapshots/s2");
+    ck_assert_str_eq(s, "after the cleanup");
+    free(s);
+}
+END_TEST
+
+/* A directory the cleanup cannot enter fails it, naming the directory. Returns 0 on success
+ * (run without the capabilities that bypass permission bits). */
+static int check_clean_unreadable(void)
+{
+    pvb_error err;
+    size_t removed = 0;
+    int rc = pvb_storage_clean_incomplete(st, 0, &removed, &err);
+    if (rc != PVB_E_PERMISSION || strstr(err.msg, "locks") == NULL) {
+        fprintf(stderr, "clean_incomplete returned %d: %s\n", rc, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+START_TEST(test_clean_unreadable)
+{
+    char path[PATH_MAX];
+    plant_aged("locks/.tmp-0000000000000001", 3600);
+    snprintf(path, sizeof(path), "%s/locks", repo_path);
+    ck_assert_int_eq(chmod(path, 0), 0);
+    int result = 0;
+    if (geteuid() != 0) {
+        result = check_clean_unreadable();
+    } else {
+        ck_assert_int_eq(chmod(tmp, 0755), 0);
+        ck_assert_int_eq(chmod(repo_path, 0755), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            if (drop_dac_capabilities() != 0 &&
+                (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+                _exit(CHILD_SKIP);
+            int probe = open(repo_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (probe < 0)
+                _exit(CHILD_SKIP);
+            close(probe);
+            _exit(check_clean_unreadable());
+        }
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFEXITED(status));
+        result = WEXITSTATUS(status);
+        if (result == CHILD_SKIP) {
+            fprintf(stderr, "test_clean_unreadable: cannot run without privileges here, "
+                            "skipped\n");
+            result = 0;
+        }
+    }
+    chmod(path, 0700);
+    ck_assert_int_eq(result, 0);
+    ck_assert(path_exists("locks/.tmp-0000000000000001"));
+}
+END_TEST
+
 START_TEST(test_stats)
 {
     pvb_error err;
@@ -863,6 +1020,11 @@ START_TEST(test_wrapper_emulation)
     ck_assert_uint_eq(stats.requests, 3); /* head+put, head */
     ck_assert_uint_eq(stats.bytes_written, 3);
 
+    /* a backend without the cleanup leaves nothing behind */
+    size_t removed = 99;
+    ck_assert_int_eq(pvb_storage_clean_incomplete(mem, 0, &removed, &err), PVB_OK);
+    ck_assert_uint_eq(removed, 0);
+
     /* a backend returning a short range is caught */
     pvb_buf buf = PVB_BUF_INIT;
     ck_assert_int_eq(pvb_storage_get(mem, "locks/a", 0, 3, &buf, &err), PVB_E_CORRUPT);
@@ -907,6 +1069,8 @@ static Suite *storage_local_suite(void)
         {"killed_writer", test_killed_writer},
         {"read_only", test_read_only},
         {"full_disk", test_full_disk},
+        {"clean_incomplete", test_clean_incomplete},
+        {"clean_unreadable", test_clean_unreadable},
         {"stats", test_stats},
         {"concurrency", test_concurrency},
         {"wrapper_emulation", test_wrapper_emulation},
