@@ -278,6 +278,11 @@ typedef struct pvb_lock pvb_lock;
  * PVB_E_LOCKED names the holder. */
 int pvb_lock_acquire(pvb_repo *repo, bool exclusive, const char *purpose, pvb_lock **out,
                      pvb_error *err);
+/* Before a commit point (a backup's index and snapshot, prune's deletions): PVB_E_LOCKED when
+ * the lock record could not be refreshed for 15 minutes, half the time after which other
+ * processes ignore it; then a prune could already be deleting what a backup is about to
+ * reference, or a backup referencing what a prune is about to delete. Accepts NULL. */
+int pvb_lock_check(pvb_lock *lock, pvb_error *err);
 /* Remove the lock record. Accepts NULL. */
 void pvb_lock_release(pvb_lock *lock);
 

@@ -693,7 +693,10 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
     }
     if ((rc = pvb_tree_writer_finish(tw, snap, err)) != PVB_OK)
         goto out;
-    if ((rc = pvb_packer_finish(ctx.packer, err)) != PVB_OK)
+    /* the commit points: the index makes the packs referenced, the snapshot visible; a lock
+     * that others may take for stale could let a prune delete those packs meanwhile */
+    if ((rc = pvb_lock_check(lock, err)) != PVB_OK ||
+        (rc = pvb_packer_finish(ctx.packer, err)) != PVB_OK)
         goto out;
     compute_stats(&ctx, &snap->stats);
     pvb_packer_stats ps;
@@ -703,7 +706,8 @@ int pvb_backup_run(pvb_repo *repo, const pvb_backup_options *opts, pvb_backup_re
     snap->stats.bytes_added = ps.stored_bytes;
     snap->end_ns = pvb_time_now_ns();
     /* The snapshot object is the last write: until it exists, nothing above is visible. */
-    if ((rc = pvb_snapshot_write(repo, snap, err)) != PVB_OK)
+    if ((rc = pvb_lock_check(lock, err)) != PVB_OK ||
+        (rc = pvb_snapshot_write(repo, snap, err)) != PVB_OK)
         goto out;
     result->changed_paths = ctx.changed;
     result->n_changed_paths = ctx.n_changed;

@@ -11,12 +11,17 @@
 #include <errno.h>
 #include <jansson.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define LOCK_STALE_NS (30LL * 60 * 1000000000LL)
 #define LOCK_REFRESH_NS (5LL * 60 * 1000000000LL)
+/* A holder whose record is older than this stops before its next commit point (see
+ * pvb_lock_check): half the time after which others take the lock for stale, so that what
+ * it writes next is done long before anyone can. */
+#define LOCK_TRUST_NS (LOCK_STALE_NS / 2)
 
 struct pvb_lock {
     pvb_repo *repo;
@@ -28,6 +33,7 @@ struct pvb_lock {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop;
+    _Atomic int64_t written_ns; /* when the current record was written (its time_ns) */
 };
 
 typedef struct lock_record {
@@ -46,14 +52,14 @@ static void local_hostname(char *out, size_t len)
 }
 
 static int write_record(pvb_repo *repo, const char *name, bool exclusive, const char *purpose,
-                        pvb_error *err)
+                        int64_t now_ns, pvb_error *err)
 {
     char host[256];
     pvb_buf sealed = PVB_BUF_INIT;
     local_hostname(host, sizeof(host));
-    json_t *obj = json_pack("{s:s, s:I, s:I, s:b, s:s}", "hostname", host, "pid",
-                            (json_int_t)getpid(), "time_ns", (json_int_t)pvb_time_now_ns(),
-                            "exclusive", exclusive, "purpose", purpose);
+    json_t *obj =
+        json_pack("{s:s, s:I, s:I, s:b, s:s}", "hostname", host, "pid", (json_int_t)getpid(),
+                  "time_ns", (json_int_t)now_ns, "exclusive", exclusive, "purpose", purpose);
     char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
     if (text == NULL)
@@ -188,10 +194,12 @@ static void *refresher_main(void *arg)
             continue;
         pvb_hex_encode(rnd, sizeof(rnd), hex);
         snprintf(fresh, sizeof(fresh), "locks/%s", hex);
-        if (write_record(lock->repo, fresh, lock->exclusive, lock->purpose, &err) != PVB_OK) {
+        int64_t now = pvb_time_now_ns();
+        if (write_record(lock->repo, fresh, lock->exclusive, lock->purpose, now, &err) != PVB_OK) {
             PVB_WARN("cannot refresh repository lock: %s", err.msg);
             continue;
         }
+        atomic_store(&lock->written_ns, now);
         snprintf(lock->name, sizeof(lock->name), "%s", fresh);
         pvb_storage_delete(pvb_repo_storage(lock->repo), old, &err);
     }
@@ -220,8 +228,10 @@ int pvb_lock_acquire(pvb_repo *repo, bool exclusive, const char *purpose, pvb_lo
         goto fail;
     pvb_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(lock->name, sizeof(lock->name), "locks/%s", hex);
-    if ((rc = write_record(repo, lock->name, exclusive, purpose, err)) != PVB_OK)
+    int64_t now = pvb_time_now_ns();
+    if ((rc = write_record(repo, lock->name, exclusive, purpose, now, err)) != PVB_OK)
         goto fail;
+    atomic_store(&lock->written_ns, now);
     /* Someone may have written a conflicting lock between our check and our write. */
     if ((rc = check_conflicts(repo, lock->name, exclusive, err)) != PVB_OK) {
         pvb_error ignored = {0};
@@ -237,6 +247,22 @@ fail:
     pthread_cond_destroy(&lock->cond);
     free(lock);
     return rc;
+}
+
+int pvb_lock_check(pvb_lock *lock, pvb_error *err)
+{
+    if (lock == NULL)
+        return PVB_OK;
+    int64_t age = pvb_time_now_ns() - atomic_load(&lock->written_ns);
+    if (age <= LOCK_TRUST_NS)
+        return PVB_OK;
+    PVB_ERR(err, PVB_E_LOCKED,
+            "the repository lock could not be refreshed for %lld minutes: other processes may "
+            "soon take it for stale, so %s stops before writing more",
+            (long long)((age + 30LL * 1000000000LL) / (60LL * 1000000000LL)), lock->purpose);
+    pvb_error_hint(err, "check the connection to the repository (the warnings above say why "
+                        "the refresh failed) and run the command again");
+    return PVB_E_LOCKED;
 }
 
 void pvb_lock_release(pvb_lock *lock)

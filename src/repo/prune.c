@@ -556,11 +556,12 @@ int pvb_repo_prune(pvb_repo *repo, const pvb_prune_options *opts, pvb_prune_repo
         }
         /* the turning point: before it, every step only added objects; after it, every
          * step only removes objects that no index file references any more */
-        if ((rc = delete_old_index(&pc, err)) != PVB_OK)
+        if ((rc = pvb_lock_check(lock, err)) != PVB_OK ||
+            (rc = delete_old_index(&pc, err)) != PVB_OK)
             goto out;
     }
     if (!opts->dry_run && (rewrite || rep->packs_unindexed > 0) &&
-        (rc = delete_packs(&pc, err)) != PVB_OK)
+        ((rc = pvb_lock_check(lock, err)) != PVB_OK || (rc = delete_packs(&pc, err)) != PVB_OK))
         goto out;
     if (!opts->dry_run) {
         size_t removed = 0;

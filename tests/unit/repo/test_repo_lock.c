@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -216,6 +217,32 @@ START_TEST(test_lock_time_far_past_is_stale)
 }
 END_TEST
 
+/* A holder whose record could not be refreshed for more than half the stale time must stop
+ * before its commit points (backup: index and snapshot; prune: deletions). */
+START_TEST(test_lock_check_after_failed_refreshes)
+{
+    pvb_error err = {0};
+    pvb_repo *repo = make_repo();
+    pvb_lock *lock = NULL;
+    char when[32];
+    ck_assert_int_eq(pvb_lock_acquire(repo, false, "backup", &lock, &err), PVB_OK);
+    ck_assert_int_eq(pvb_lock_check(lock, &err), PVB_OK);
+    ck_assert_int_eq(pvb_lock_check(NULL, &err), PVB_OK);
+    /* 14 minutes later (no refresh ran: the refresher waits 5 real minutes) */
+    snprintf(when, sizeof(when), "%lld", (long long)time(NULL) + 14 * 60);
+    setenv("PVBACKUP_FAKE_NOW", when, 1);
+    ck_assert_int_eq(pvb_lock_check(lock, &err), PVB_OK);
+    snprintf(when, sizeof(when), "%lld", (long long)time(NULL) + 16 * 60);
+    setenv("PVBACKUP_FAKE_NOW", when, 1);
+    ck_assert_int_eq(pvb_lock_check(lock, &err), PVB_E_LOCKED);
+    ck_assert_ptr_nonnull(strstr(err.msg, "could not be refreshed for 16 minutes"));
+    ck_assert(err.hint[0] != '\0');
+    unsetenv("PVBACKUP_FAKE_NOW");
+    pvb_lock_release(lock);
+    pvb_repo_free(repo);
+}
+END_TEST
+
 static Suite *repo_lock_suite(void)
 {
     Suite *s = suite_create("repo_lock");
@@ -228,6 +255,7 @@ static Suite *repo_lock_suite(void)
     tcase_add_test(tc, test_stale_lock_of_dead_pid_ignored);
     tcase_add_test(tc, test_stale_lock_by_age_ignored);
     tcase_add_test(tc, test_lock_time_far_past_is_stale);
+    tcase_add_test(tc, test_lock_check_after_failed_refreshes);
     suite_add_tcase(s, tc);
     return s;
 }
