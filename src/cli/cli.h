@@ -136,6 +136,7 @@ enum pvb_cli_opt {
         {"s3-region", required_argument, NULL, PVB_CLI_OPT_S3_REGION},                             \
         {"s3-path-style", no_argument, NULL, PVB_CLI_OPT_S3_PATH_STYLE},                           \
         {"s3-ca-file", required_argument, NULL, PVB_CLI_OPT_S3_CA_FILE},                           \
+        {"s3-insecure", no_argument, NULL, PVB_CLI_OPT_S3_INSECURE_TLS},                           \
         {"s3-insecure-tls", no_argument, NULL, PVB_CLI_OPT_S3_INSECURE_TLS},                       \
         {"s3-access-key-file", required_argument, NULL, PVB_CLI_OPT_S3_ACCESS_KEY_FILE},           \
         {"s3-secret-key-file", required_argument, NULL, PVB_CLI_OPT_S3_SECRET_KEY_FILE},           \

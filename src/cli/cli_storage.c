@@ -23,8 +23,9 @@ const char pvb_cli_storage_help[] =
     "      --s3-session-token-file FILE  session token from FILE\n"
     "                                    (PVBACKUP_S3_SESSION_TOKEN_FILE; else\n"
     "                                    AWS_SESSION_TOKEN)\n"
-    "      --s3-insecure-tls             do not check the endpoint's TLS certificate (only\n"
-    "                                    on the command line, spelled out in full)\n"
+    "      --s3-insecure                 do not check the endpoint's TLS certificate (also\n"
+    "                                    --s3-insecure-tls; only on the command line,\n"
+    "                                    spelled out in full, never from the environment)\n"
     "      --s3-storage-class CLASS      storage class of new objects, e.g. STANDARD_IA\n"
     "                                    (PVBACKUP_S3_STORAGE_CLASS)\n"
     "      --s3-sse AES256|aws:kms       server-side encryption (PVBACKUP_S3_SSE)\n"
@@ -184,9 +185,23 @@ int pvb_cli_storage_option(pvb_cli_common *c, int opt, const char *arg)
     return PVB_CLI_CONTINUE;
 }
 
+/* Turning TLS checks off must be a visible decision on the command line of each run: a
+ * variable set once in a pod spec or a profile would silently weaken every later run. */
+static const char *const insecure_env[] = {"PVBACKUP_S3_INSECURE", "PVBACKUP_S3_INSECURE_TLS"};
+
 int pvb_cli_storage_env(pvb_cli_common *c)
 {
     pvb_storage_options given = c->storage;
+    for (size_t idx = 0; idx < PVB_ARRAY_LEN(insecure_env); idx++) {
+        const char *v = getenv(insecure_env[idx]);
+        if (v != NULL && v[0] != '\0') {
+            fprintf(stderr,
+                    "pvbackup: error: %s is not read: TLS certificate checks can only be turned "
+                    "off with --s3-insecure on the command line\n",
+                    insecure_env[idx]);
+            return PVB_EXIT_CONFIG;
+        }
+    }
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(options); idx++) {
         const storage_option *o = &options[idx];
         const char *v = o->env != NULL ? getenv(o->env) : NULL;

@@ -167,7 +167,14 @@ expect 2 snapshots --repo "$REPO" --s3-sse DES
 stderr_has "--s3-sse takes AES256"
 expect 2 snapshots --repo "$REPO" --s3-sse-kms-key-id k1
 stderr_has "needs --s3-sse aws:kms"
-expect 2 snapshots --repo "$REPO" --s3-insecure # no abbreviation of the insecure switch
+expect 2 snapshots --repo "$REPO" --s3-insec # no abbreviation of the insecure switch
+PVBACKUP_S3_INSECURE=1 expect 9 snapshots --repo "$REPO" # nor from the environment
+stderr_has "only be turned off with --s3-insecure on the command line"
+PVBACKUP_S3_INSECURE_TLS=yes expect 9 snapshots --repo "$REPO"
+# spelled out, it is taken, with a warning (nothing listens there: exit 8 after one attempt)
+AWS_ACCESS_KEY_ID=k AWS_SECRET_ACCESS_KEY=s expect 8 snapshots --repo s3://bucket/p \
+    --s3-endpoint https://127.0.0.1:1 --s3-insecure --s3-max-retries 1
+stderr_has "TLS certificate checks are off (--s3-insecure)"
 PVBACKUP_S3_TIMEOUT=soon expect 9 snapshots --repo "$REPO"
 stderr_has "PVBACKUP_S3_TIMEOUT must be a number of seconds"
 PVBACKUP_LIMIT_DOWNLOAD=fast expect 9 snapshots --repo "$REPO"

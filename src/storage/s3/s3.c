@@ -1057,7 +1057,7 @@ int pvb_storage_s3_open(const char *url, const char *rest, const pvb_storage_opt
     }
     c->insecure_tls = opts->s3_insecure_tls;
     if (c->insecure_tls && strcmp(scheme, "https") == 0)
-        PVB_WARN("s3: TLS certificate checks are off (--s3-insecure-tls): anyone on the path "
+        PVB_WARN("s3: TLS certificate checks are off (--s3-insecure): anyone on the path "
                  "to '%s' can read and change the traffic",
                  hostport);
     c->storage_class = dup_or_null(opts->s3_storage_class);
