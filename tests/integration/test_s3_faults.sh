@@ -5,7 +5,9 @@
 # connections, requests that land but whose answer is lost). With each, a backup, a restore
 # and verify --read-data must still succeed and the retries must show in the log. With
 # faults that never stop, the command must fail with a clear message within its bounded
-# retry time and leave no visible snapshot.
+# retry time and leave no visible snapshot. Prune, too, completes through 500s and resets,
+# and when its deletes fail for good it stops with exit 8, the latest snapshot still restores
+# and a later prune finishes the work.
 #
 # Environment: PVBACKUP (the binary), PVB_SOURCE_DIR (the source tree).
 set -euo pipefail
@@ -125,6 +127,43 @@ took=$((SECONDS - start))
 note "snapshots against an endless stall failed with exit $RC after ${took}s"
 [ "$RC" -eq 8 ] || check_fail "endless stall: exit $RC, expected 8"
 [ "$took" -le 40 ] || check_fail "endless stall: took ${took}s"
+
+step "prune through faults: it completes, and the repository verifies"
+rm -rf "$SRC/doomed" # never backed up: the latest snapshot is the last round's
+# every round above was an independent full: dropping all but the last makes whole packs
+# unused, so prune reads, writes index files and deletes through the faults
+AWS_ENDPOINT_URL=$DIRECT ok snapshots --repo "$REPO" --json
+jget '"\n".join(s["id"] for s in d[:-2])' "$TMP/out" >"$TMP/drop"
+while read -r id; do repo_obj_delete "$REPO" "snapshots/$id"; done <"$TMP/drop"
+pvb_proxy_set '{"rules":[{"fault":"error500","every":4},{"fault":"reset","every":7}]}'
+: >"$TMP/log-prune"
+via "$PROXY" prune --repo "$REPO" --no-progress --json
+cat "$TMP/err" >>"$TMP/log-prune"
+[ "$RC" -eq 0 ] || check_fail "prune through error500 and reset exited $RC: $(head -n 3 "$TMP/err")"
+[ "$RC" -ne 0 ] || [ "$(jget 'd["packs_deleted"]' "$TMP/out")" -gt 0 ] || check_fail "prune deleted no pack"
+grep -q 'retrying in' "$TMP/log-prune" || check_fail "prune: no retry in the log"
+pvb_proxy_set '{"rules":[]}'
+AWS_ENDPOINT_URL=$DIRECT run verify --repo "$REPO" --read-data --no-progress --json
+[ "$RC" -eq 0 ] || check_fail "after prune through faults: verify exited $RC"
+[ "$RC" -ne 0 ] || [ "$(jget 'd["unreferenced_packs"]' "$TMP/out")" = 0 ] ||
+    check_fail "after prune through faults: unreferenced packs remain"
+
+step "prune against deletes that always fail: a clear failure, nothing lost"
+AWS_ENDPOINT_URL=$DIRECT ok snapshots --repo "$REPO" --json
+repo_obj_delete "$REPO" "snapshots/$(jget 'd[0]["id"]' "$TMP/out")"
+pvb_proxy_set '{"rules":[{"fault":"error500","match":"POST"},{"fault":"error500","match":"DELETE"}]}'
+start=$SECONDS
+PVBACKUP_S3_RETRY_TIME=5 via "$PROXY" prune --repo "$REPO" --no-progress
+took=$((SECONDS - start))
+note "prune against failing deletes: exit $RC after ${took}s"
+[ "$RC" -eq 8 ] || check_fail "failing deletes: prune exited $RC, expected 8"
+[ "$took" -le 60 ] || check_fail "failing deletes: prune took ${took}s"
+pvb_proxy_set '{"rules":[]}'
+rm -rf "$TMP/restored"
+AWS_ENDPOINT_URL=$DIRECT run restore --repo "$REPO" latest --volume vol --target "$TMP/restored" --no-progress
+[ "$RC" -eq 0 ] || check_fail "after a failed prune: restore exited $RC"
+tree_same "$SRC" "$TMP/restored" "after a failed prune: restore"
+AWS_ENDPOINT_URL=$DIRECT ok prune --repo "$REPO" --no-progress
 
 step "the repository is whole after all of it"
 pvb_proxy_set '{"rules":[]}'
