@@ -112,6 +112,32 @@ static int load_credential(const char *what, const char *file, const char *file_
     return PVB_OK;
 }
 
+/* The prefix is the user's, not a name pvbackup chose: S3 keys may hold any character, and
+ * an existing bucket layout ("team+ops/pv 2026") must be usable. Printable ASCII then, which
+ * requests carry percent-encoded (sigv4.c); no backslash, no empty, "." or ".." component
+ * (stores and consoles treat them as paths), at most 512 bytes. NULL when acceptable. */
+static const char *prefix_problem(const char *p)
+{
+    size_t len = strlen(p);
+    if (len > 512)
+        return "the prefix is longer than 512 bytes";
+    for (size_t pos = 0; pos < len; pos++) {
+        unsigned char ch = (unsigned char)p[pos];
+        if (ch < 0x20 || ch > 0x7e || ch == '\\')
+            return "the prefix has a control character, a backslash or a non-ASCII byte";
+    }
+    for (const char *comp = p;;) {
+        const char *slash = strchr(comp, '/');
+        size_t clen = slash != NULL ? (size_t)(slash - comp) : strlen(comp);
+        if (clen == 0 || (clen == 1 && comp[0] == '.') ||
+            (clen == 2 && comp[0] == '.' && comp[1] == '.'))
+            return "the prefix has an empty, '.' or '..' component";
+        if (slash == NULL)
+            return NULL;
+        comp = slash + 1;
+    }
+}
+
 static bool bucket_name_ok(const char *b, size_t len)
 {
     /* S3's rules, loosely: 3-63 of [a-z0-9.-_]; older buckets may have capitals or '_'. */
@@ -990,11 +1016,8 @@ int pvb_storage_s3_open(const char *url, const char *rest, const pvb_storage_opt
     if (plen > 0) {
         char *prefix = strndup(p, plen);
         rc = prefix != NULL ? PVB_OK : PVB_E_NOMEM;
-        if (prefix != NULL && pvb_storage_name_check(prefix) != NULL) {
-            rc = PVB_ERR(err, PVB_E_USAGE,
-                         "invalid s3 prefix: %s; use letters, digits, '.', "
-                         "'_', '-' and '/'",
-                         pvb_storage_name_check(prefix));
+        if (prefix != NULL && prefix_problem(prefix) != NULL) {
+            rc = PVB_ERR(err, PVB_E_USAGE, "invalid s3 prefix: %s", prefix_problem(prefix));
             free(prefix);
             goto out;
         }

@@ -65,6 +65,10 @@ START_TEST(test_urls)
         {"s3://my-bucket/pv/prod", "s3://my-bucket/pv/prod"},
         {"s3://my-bucket//pv/prod//", "s3://my-bucket/pv/prod"},
         {"S3://my.dotted.bucket/x", "s3://my.dotted.bucket/x"},
+        /* an existing bucket layout: any printable ASCII in the prefix, percent-encoded on
+         * the wire */
+        {"s3://my-bucket/team+ops/pv 2026", "s3://my-bucket/team+ops/pv 2026"},
+        {"s3://my-bucket/a=b&c?d#e%f!g*(h)'i", "s3://my-bucket/a=b&c?d#e%f!g*(h)'i"},
     };
     for (size_t idx = 0; idx < PVB_ARRAY_LEN(good); idx++) {
         int rc = open_s3(good[idx].url, NULL, &st, &err);
@@ -81,7 +85,9 @@ START_TEST(test_urls)
         "s3://bucket name/x",
         "s3://b@ucket/x",
         "s3://bucket/../x",
-        "s3://bucket/a b",
+        "s3://bucket/a\tb",
+        "s3://bucket/a\\b",
+        "s3://bucket/caf\xc3\xa9",
         "s3://bucket/a/./b",
         "s3://"
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
