@@ -143,7 +143,7 @@ if [ "${PVB_SKIP_TSAN:-0}" = 1 ]; then
     skip ctest-tsan PVB_SKIP_TSAN=1
 elif build build-tsan build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPVB_WERROR=ON \
     -DPVB_SANITIZE=OFF -DPVB_TSAN=ON -DPVB_FUZZ=OFF -DPVB_TESTS=ON; then
-    CTEST_FILTER='unit/(backup|restore|repo|storage)/|integration(-s3)?/test_cli_basic|integration/test_s3_storage' \
+    CTEST_FILTER='unit/(backup|restore|repo|storage)/|integration(-s3)?/test_cli_basic|integration/test_s3_(storage|credentials)' \
         run_ctest ctest-tsan build-tsan TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 else
     record ctest-tsan "not run: build failed" 0 1 0

@@ -15,6 +15,10 @@
 //   --verbose                       log to standard output (without --log)
 //   --parent-pid PID                exit when process PID is gone (a test killed with
 //                                   SIGKILL cannot run its cleanup)
+//   --key ACCESS_KEY:SECRET         one more key pair of the built-in account (repeatable):
+//                                   credential rotation tests need two valid ones
+//   --revoked-keys-file FILE        before each request, access key ids listed in FILE (one a
+//                                   line; the file may appear at any time) stop being valid
 //
 // Environment contract: NODE_OPTIONS must contain --openssl-legacy-provider. s3rver 4.0.4
 // encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only has in its
@@ -63,6 +67,8 @@ function parseArgs(argv) {
     log: undefined,
     verbose: false,
     parentPid: undefined,
+    keys: [],
+    revokedKeysFile: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -105,12 +111,22 @@ function parseArgs(argv) {
         opts.parentPid = Number(v);
         break;
       }
+      case '--key': {
+        const v = value();
+        const m = /^([A-Za-z0-9]{4,64}):([^\s:]{4,128})$/.exec(v);
+        if (!m) die(`bad --key '${v.split(':')[0]}:...' (ACCESS_KEY:SECRET)`);
+        opts.keys.push([m[1], m[2]]);
+        break;
+      }
+      case '--revoked-keys-file':
+        opts.revokedKeysFile = value();
+        break;
       case '-h':
       case '--help':
         process.stdout.write(
           'usage: node s3rver.js --dir DIR [--port N] [--bucket NAME]... ' +
             '[--allow-mismatched-signatures] [--port-file FILE] [--log FILE] [--verbose] ' +
-            '[--parent-pid PID]\n',
+            '[--parent-pid PID] [--key ACCESS_KEY:SECRET]... [--revoked-keys-file FILE]\n',
         );
         process.exit(0);
         break;
@@ -416,16 +432,39 @@ function addMultipartUploads() {
   }
 
   // routes.js makes its authentication middleware when it is loaded: hand it one that goes on
-  // to multipartApi once the signature is verified
+  // to multipartApi once the signature is verified (and that first applies revocations)
   let hooked = false;
   require.cache[authPath].exports = function authenticationThenMultipart(...args) {
     hooked = true;
     const authenticate = authentication(...args);
     return function authenticationAndMultipart(ctx, next) {
+      applyRevocations();
       return authenticate(ctx, () => multipartApi(ctx, next));
     };
   };
   return () => hooked;
+}
+
+// Key pairs for credential rotation tests (--key, --revoked-keys-file).
+let revokedKeysFile;
+function addKeys(keys, file) {
+  const AWSAccount = requireS3rver('@20minutes/s3rver/lib/models/account');
+  for (const [id, secret] of keys) AWSAccount.DUMMY_ACCOUNT.createKeyPair(id, secret);
+  revokedKeysFile = file;
+}
+function applyRevocations() {
+  if (!revokedKeysFile) return;
+  let text;
+  try {
+    text = fs.readFileSync(revokedKeysFile, 'utf8');
+  } catch (err) {
+    if (err.code === 'ENOENT') return;
+    throw err;
+  }
+  const AWSAccount = requireS3rver('@20minutes/s3rver/lib/models/account');
+  for (const id of text.split('\n').map((l) => l.trim())) {
+    if (id && AWSAccount.registry.has(id)) AWSAccount.DUMMY_ACCOUNT.revokeAccessKey(id);
+  }
 }
 
 function writeFileAtomic(file, text) {
@@ -441,6 +480,7 @@ async function main() {
   const S3rver = loadS3rver();
   if (!multipartHooked()) die("the multipart additions did not hook in: s3rver's routes changed?");
   makePutsAtomic();
+  addKeys(opts.keys, opts.revokedKeysFile);
   fs.mkdirSync(opts.dir, { recursive: true });
 
   let logStream;

@@ -90,13 +90,20 @@ out:
 /* A credential: from its file option (or the _FILE environment variable), else from the
  * AWS environment variable. */
 static int load_credential(const char *what, const char *file, const char *file_env,
-                           const char *env, bool required, char **out, pvb_error *err)
+                           const char *env, bool required, char **out, s3_cred_file *from,
+                           pvb_error *err)
 {
     *out = NULL;
     if (file == NULL)
         file = env_nonempty(file_env);
-    if (file != NULL)
+    if (file != NULL) {
+        /* stat first: a file replaced after this is seen as changed and read again */
+        if (stat(file, &from->seen) != 0)
+            memset(&from->seen, 0, sizeof(from->seen));
+        if ((from->path = strdup(file)) == NULL)
+            return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
         return read_secret_file(what, file, out, err);
+    }
     const char *v = env_nonempty(env);
     if (v == NULL) {
         if (!required)
@@ -110,6 +117,72 @@ static int load_credential(const char *what, const char *file, const char *file_
     if (*out == NULL)
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     return PVB_OK;
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+bool s3_creds_reload(s3_client *c, bool force)
+{
+    static const char *const what[] = {"access key id", "secret access key", "session token"};
+    char **values[] = {&c->access_key, &c->secret_key, &c->session_token};
+    char *fresh[3] = {NULL, NULL, NULL};
+    struct stat now_st[3];
+    bool changed = false, any = false, differ = false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (!force && now - c->creds_checked < 1.0)
+        return false; /* a stat or three a second at most, however many requests */
+    c->creds_checked = now;
+    for (size_t idx = 0; idx < 3; idx++) {
+        if (c->cred_files[idx].path == NULL)
+            continue;
+        any = true;
+        if (stat(c->cred_files[idx].path, &now_st[idx]) != 0)
+            memset(&now_st[idx], 0, sizeof(now_st[idx]));
+        changed |= !same_file(&now_st[idx], &c->cred_files[idx].seen);
+    }
+    if (!any || (!changed && !force))
+        return false;
+    for (size_t idx = 0; idx < 3; idx++) {
+        pvb_error err = {0};
+        if (c->cred_files[idx].path == NULL)
+            continue;
+        if (read_secret_file(what[idx], c->cred_files[idx].path, &fresh[idx], &err) != PVB_OK) {
+            /* a Secret being rewritten by hand, say: keep what works and look again later */
+            PVB_WARN("s3: %s; going on with the credentials read before", err.msg);
+            for (size_t pos = 0; pos < 3; pos++)
+                free_secret(fresh[pos]);
+            return false;
+        }
+        differ |= *values[idx] == NULL || strcmp(fresh[idx], *values[idx]) != 0;
+    }
+    for (size_t idx = 0; idx < 3; idx++) {
+        if (c->cred_files[idx].path == NULL)
+            continue;
+        c->cred_files[idx].seen = now_st[idx];
+        if (differ) {
+            free_secret(*values[idx]);
+            *values[idx] = fresh[idx];
+        } else {
+            free_secret(fresh[idx]);
+        }
+    }
+    if (differ)
+        PVB_INFO("s3: the credential files changed; the next requests use the new credentials");
+    return differ;
 }
 
 /* The prefix is the user's, not a name pvbackup chose: S3 keys may hold any character, and
@@ -234,13 +307,12 @@ static void client_free(s3_client *c)
     pthread_mutex_destroy(&c->pool_mu);
     s3_limiter_destroy(&c->upload_limit);
     s3_limiter_destroy(&c->download_limit);
-    char *secrets[] = {c->access_key, c->secret_key, c->session_token};
-    for (size_t idx = 0; idx < PVB_ARRAY_LEN(secrets); idx++) {
-        if (secrets[idx] != NULL) {
-            OPENSSL_cleanse(secrets[idx], strlen(secrets[idx]));
-            free(secrets[idx]);
-        }
-    }
+    free_secret(c->access_key);
+    free_secret(c->secret_key);
+    free_secret(c->session_token);
+    for (size_t idx = 0; idx < PVB_ARRAY_LEN(c->cred_files); idx++)
+        free(c->cred_files[idx].path);
+    pthread_mutex_destroy(&c->creds_mu);
     free(c->endpoint);
     free(c->host);
     free(c->url_base);
@@ -993,6 +1065,7 @@ int pvb_storage_s3_open(const char *url, const char *rest, const pvb_storage_opt
     if (c == NULL)
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     pthread_mutex_init(&c->pool_mu, NULL);
+    pthread_mutex_init(&c->creds_mu, NULL);
     s3_limiter_init(&c->upload_limit, opts->limit_upload_bps);
     s3_limiter_init(&c->download_limit, opts->limit_download_bps);
     atomic_init(&c->requests, 0);
@@ -1105,13 +1178,13 @@ int pvb_storage_s3_open(const char *url, const char *rest, const pvb_storage_opt
 
     if ((rc = load_credential("access key id", opts->s3_access_key_file,
                               "PVBACKUP_S3_ACCESS_KEY_FILE", "AWS_ACCESS_KEY_ID", true,
-                              &c->access_key, err)) != PVB_OK ||
+                              &c->access_key, &c->cred_files[0], err)) != PVB_OK ||
         (rc = load_credential("secret access key", opts->s3_secret_key_file,
                               "PVBACKUP_S3_SECRET_KEY_FILE", "AWS_SECRET_ACCESS_KEY", true,
-                              &c->secret_key, err)) != PVB_OK ||
+                              &c->secret_key, &c->cred_files[1], err)) != PVB_OK ||
         (rc = load_credential("session token", opts->s3_session_token_file,
                               "PVBACKUP_S3_SESSION_TOKEN_FILE", "AWS_SESSION_TOKEN", false,
-                              &c->session_token, err)) != PVB_OK)
+                              &c->session_token, &c->cred_files[2], err)) != PVB_OK)
         goto out;
 
     if (create && (rc = check_bucket(c, err)) != PVB_OK)

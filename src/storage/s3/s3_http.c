@@ -302,6 +302,20 @@ static bool status_retryable(long status, const char *code)
 }
 
 /* The final error for an S3 answer that is not 2xx, with a hint for the usual causes. */
+/* S3's answers to credentials it does not (or no longer) accept. */
+static bool credentials_refused(long status, const char *code)
+{
+    static const char *const codes[] = {"InvalidAccessKeyId", "SignatureDoesNotMatch",
+                                        "ExpiredToken", "InvalidToken", "TokenRefreshRequired"};
+    if (status != 403 && status != 400)
+        return false;
+    for (size_t idx = 0; idx < PVB_ARRAY_LEN(codes); idx++) {
+        if (strcmp(code, codes[idx]) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int status_error(const s3_client *c, const s3_request *req, long status,
                         const pvb_s3_error_doc *doc, pvb_error *err)
 {
@@ -406,6 +420,10 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
     memset(&sig, 0, sizeof(sig));
     *retry = false;
 
+    /* the credentials may be swapped by another thread (a rotated Secret): sign under their
+     * lock, and copy the token into the header list before letting go */
+    pthread_mutex_lock(&c->creds_mu);
+    s3_creds_reload(c, false);
     pvb_sigv4_request sr = {
         .method = req->method,
         .host = c->host,
@@ -422,10 +440,8 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
         .secret_key = c->secret_key,
         .session_token = c->session_token,
     };
-    if ((rc = pvb_sigv4_sign(&sr, &sig, err)) != PVB_OK)
-        goto out;
-    if (build_url(c, &sig, &url) != PVB_OK) {
-        rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+    if ((rc = pvb_sigv4_sign(&sr, &sig, err)) != PVB_OK) {
+        pthread_mutex_unlock(&c->creds_mu);
         goto out;
     }
 
@@ -448,6 +464,11 @@ static int attempt(s3_client *c, CURL *h, const s3_request *req, const char *pat
             OPENSSL_cleanse(tok, strlen(tok));
             free(tok);
         }
+    }
+    pthread_mutex_unlock(&c->creds_mu);
+    if (build_url(c, &sig, &url) != PVB_OK) {
+        rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        goto out;
     }
     char *auth = NULL;
     if (asprintf(&auth, "Authorization: %s", sig.authorization) >= 0) {
@@ -580,6 +601,7 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
 
     double started = mono_seconds();
     int max_attempts = c->max_attempts > 0 ? c->max_attempts : 1;
+    bool reloaded = false; /* credentials read again after a refusal, at most once */
     for (int attempt_no = 1;; attempt_no++) {
         bool retry = false;
         pvb_buf_reset(&t.body);
@@ -607,6 +629,17 @@ int s3_perform(s3_client *c, const s3_request *req, s3_response *resp, pvb_error
                 pvb_s3xml_parse_error((const char *)t.body.data, t.body.len, &doc);
             snprintf(resp->error_code, sizeof(resp->error_code), "%s", doc.code);
             retry = status_retryable(resp->status, doc.code);
+            if (!retry && !reloaded && credentials_refused(resp->status, doc.code)) {
+                /* a Secret rotated under a running command, and the request signed just
+                 * before the files changed: read them now and try once more */
+                pthread_mutex_lock(&c->creds_mu);
+                reloaded = s3_creds_reload(c, true);
+                pthread_mutex_unlock(&c->creds_mu);
+                if (reloaded) {
+                    attempt_no--;
+                    continue;
+                }
+            }
             if (!retry) {
                 rc = status_error(c, req, resp->status, &doc, err);
                 goto out;

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 
@@ -24,6 +25,12 @@ typedef struct s3_limiter {
     double next_free; /* monotonic seconds when the link is free again */
 } s3_limiter;
 
+/* A credential read from a file (a Kubernetes Secret mount), and what was read. */
+typedef struct s3_cred_file {
+    char *path; /* NULL: this credential comes from the environment, or is unset */
+    struct stat seen;
+} s3_cred_file;
+
 typedef struct s3_client {
     /* where */
     char *endpoint; /* "https://s3.eu-west-1.amazonaws.com" or "http://127.0.0.1:9000" */
@@ -35,10 +42,14 @@ typedef struct s3_client {
     char *region;
     char *ca_file;
     bool insecure_tls;
-    /* who: never printed, wiped on free */
+    /* who: never printed, wiped on free. Under creds_mu: credentials from files are read again
+     * when a file changes, so that a Secret rotated during a long run is picked up. */
+    pthread_mutex_t creds_mu;
     char *access_key;
     char *secret_key;
     char *session_token;
+    s3_cred_file cred_files[3]; /* access key, secret key, session token */
+    double creds_checked;       /* monotonic seconds of the last look at the files */
     /* how */
     char *storage_class; /* x-amz-storage-class, or NULL */
     char *sse;           /* x-amz-server-side-encryption, or NULL */
@@ -61,6 +72,11 @@ typedef struct s3_client {
     _Atomic uint64_t requests; /* HTTP requests sent, retries included */
     _Atomic uint64_t retries;
 } s3_client;
+
+/* s3.c: read the credential files again when one changed since it was read (force: even
+ * when they look the same, and without the once-a-second limit). Caller holds creds_mu.
+ * True when different credentials were taken. */
+bool s3_creds_reload(s3_client *c, bool force);
 
 /* One request. key NULL addresses the bucket itself (listings, multi-object delete). */
 typedef struct s3_request {

@@ -26,6 +26,8 @@
 #       registers a cleanup on EXIT (through fault_on_exit when faultlib.sh's trap is in place,
 #       else chained before the current EXIT trap) that stops every server started here.
 #       --allow-mismatched-signatures: accept requests whose SigV4 signature is wrong.
+#       --key=ACCESS_KEY:SECRET: one more valid key pair (repeatable);
+#       --revoked-keys-file=FILE: access key ids listed in FILE stop being valid (rotation).
 #   pvb_s3_stop
 #       Stops the proxy (if any) and s3rver (SIGTERM, SIGKILL after 5 s, children too) and
 #       unsets PVB_S3_PID, PVB_S3_PORT, PVB_S3_ENDPOINT, AWS_ENDPOINT_URL. PVB_S3_DATA_DIR
@@ -198,6 +200,7 @@ pvb_s3_start() {
     for arg in "$@"; do
         case $arg in
         --allow-mismatched-signatures) allow=(--allow-mismatched-signatures) ;;
+        --key=* | --revoked-keys-file=*) allow+=("${arg%%=*}" "${arg#*=}") ;;
         *)
             _pvb_s3_err "pvb_s3_start: unknown argument '$arg'"
             return 1
