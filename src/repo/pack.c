@@ -80,6 +80,7 @@ struct pvb_packer {
     pvb_error fail_err;
     done_pack *done;
     size_t n_done, cap_done;
+    char index_id[65]; /* the index file written by finish, "" before */
     pvb_packer_stats stats;
 };
 
@@ -400,7 +401,8 @@ static int write_index(pvb_packer *p, pvb_error *err)
                                         p->done[pos].frames, p->done[pos].n_frames, err)) != PVB_OK)
             goto out;
     }
-    if ((rc = pvb_repo_put_object(p->repo, "index", plain.data, plain.len, NULL, err)) != PVB_OK)
+    if ((rc = pvb_repo_put_object(p->repo, "index", plain.data, plain.len, p->index_id, err)) !=
+        PVB_OK)
         goto out;
     p->stats.stored_bytes += plain.len; /* approximately: the sealed object is compressed */
     for (size_t pos = 0; pos < p->n_done; pos++) {
@@ -436,6 +438,17 @@ int pvb_packer_finish(pvb_packer *p, pvb_error *err)
         return p->failed;
     }
     return write_index(p, err);
+}
+
+size_t pvb_packer_written(pvb_packer *p, pvb_id *packs, size_t max, const char **index_id)
+{
+    pthread_mutex_lock(&p->lock);
+    size_t n = p->n_done;
+    for (size_t pos = 0; pos < n && pos < max; pos++)
+        packs[pos] = p->done[pos].id;
+    pthread_mutex_unlock(&p->lock);
+    *index_id = p->index_id;
+    return n;
 }
 
 void pvb_packer_get_stats(pvb_packer *p, pvb_packer_stats *out)

@@ -133,6 +133,11 @@ typedef struct prune_ctx {
     size_t n_index, cap_index;
     char **unindexed; /* names of packs no index file lists */
     size_t n_unindexed, cap_unindexed;
+    /* what this prune wrote: never deleted, even when an old object has the same name (in a
+     * repository without encryption, equal content is an equal name) */
+    idmap written_packs;
+    char **written_index;
+    size_t n_written_index, cap_written_index;
     pvb_progress *progress;
 } prune_ctx;
 
@@ -304,7 +309,8 @@ static void classify(prune_ctx *pc)
             pp->action = PACK_DELETE;
             rep->packs_deleted++;
             rep->bytes_freed += pp->size;
-        } else if ((double)pp->dead_bytes >= pc->opts->repack_threshold * (double)pp->size) {
+        } else if (pp->dead_bytes > 0 &&
+                   (double)pp->dead_bytes >= pc->opts->repack_threshold * (double)pp->size) {
             pp->action = PACK_REPACK;
             rep->packs_repacked++;
             rep->bytes_repacked += pp->live_bytes;
@@ -318,16 +324,24 @@ static void classify(prune_ctx *pc)
 
 /* ---- storage listing: unindexed packs, sizes ---- */
 
+/* The pack id of a name under data/, false when it is no pack name. */
+static bool pack_name_id(const char *name, pvb_id *id)
+{
+    const char *base = strrchr(name, '/');
+    uint8_t raw[PVB_ID_LEN];
+    base = base != NULL ? base + 1 : name;
+    if (strlen(base) != 2 * PVB_ID_LEN || !pvb_hex_decode(base, raw, sizeof(raw)))
+        return false;
+    memcpy(id->b, raw, PVB_ID_LEN);
+    return true;
+}
+
 static int note_stored_pack(const char *name, uint64_t size, void *ctx)
 {
     prune_ctx *pc = ctx;
-    const char *base = strrchr(name, '/');
-    uint8_t raw[PVB_ID_LEN];
     pvb_id id;
-    base = base != NULL ? base + 1 : name;
-    if (strlen(base) != 2 * PVB_ID_LEN || !pvb_hex_decode(base, raw, sizeof(raw)))
+    if (!pack_name_id(name, &id))
         return 0; /* not a pack name: not ours to delete */
-    memcpy(id.b, raw, PVB_ID_LEN);
     const size_t *at = idmap_find(&pc->pack_map, &id);
     if (at != NULL) {
         pc->packs[*at].stored = true;
@@ -421,10 +435,24 @@ static int repack(prune_ctx *pc, pvb_error *err)
     if (rc == PVB_OK)
         rc = pvb_packer_finish(packer, err);
     if (rc == PVB_OK) {
-        pvb_packer_stats st;
-        pvb_packer_get_stats(packer, &st);
-        pc->rep->packs_written = st.packs;
-        pc->rep->index_files_written += st.packs > 0 ? 1 : 0;
+        const char *index_id = "";
+        size_t n = pvb_packer_written(packer, NULL, 0, &index_id);
+        pvb_id *ids = calloc(n ? n : 1, sizeof(*ids));
+        if (ids == NULL) {
+            rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        } else {
+            pvb_packer_written(packer, ids, n, &index_id);
+            for (size_t pos = 0; rc == PVB_OK && pos < n; pos++)
+                rc = idmap_put(&pc->written_packs, &ids[pos], 0, NULL, err);
+            free(ids);
+        }
+        if (rc == PVB_OK && index_id[0] != '\0') {
+            if (push_name(&pc->written_index, &pc->n_written_index, &pc->cap_written_index,
+                          index_id) != PVB_OK)
+                rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+            pc->rep->index_files_written++;
+        }
+        pc->rep->packs_written = n;
     }
     pvb_packer_free(packer);
     pvb_buf_free(&bytes);
@@ -455,9 +483,14 @@ static int write_kept_index(prune_ctx *pc, pvb_error *err)
                 rc =
                     pvb_index_encode_pack(&plain, &pp->id, pp->size, pp->frames, pp->n_frames, err);
         }
-        if (rc == PVB_OK && (rc = pvb_repo_put_object(pc->repo, "index", plain.data, plain.len,
-                                                      NULL, err)) == PVB_OK)
+        char id[65];
+        if (rc == PVB_OK && (rc = pvb_repo_put_object(pc->repo, "index", plain.data, plain.len, id,
+                                                      err)) == PVB_OK) {
             pc->rep->index_files_written++;
+            if (push_name(&pc->written_index, &pc->n_written_index, &pc->cap_written_index, id) !=
+                PVB_OK)
+                rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
+        }
         from = to;
     }
     pvb_buf_free(&plain);
@@ -473,25 +506,37 @@ static int delete_names(prune_ctx *pc, char **names, size_t n, pvb_error *err)
     return rc;
 }
 
+static bool wrote_index(const prune_ctx *pc, const char *id)
+{
+    for (size_t pos = 0; pos < pc->n_written_index; pos++) {
+        if (strcmp(pc->written_index[pos], id) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int delete_old_index(prune_ctx *pc, pvb_error *err)
 {
     char **names = calloc(pc->n_index ? pc->n_index : 1, sizeof(*names));
+    size_t n = 0;
     int rc = PVB_OK;
     if (names == NULL)
         return PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     for (size_t pos = 0; rc == PVB_OK && pos < pc->n_index; pos++) {
-        if (asprintf(&names[pos], "index/%s", pc->index_ids[pos]) < 0) {
-            names[pos] = NULL;
+        if (wrote_index(pc, pc->index_ids[pos]))
+            continue; /* an old file with the very content just written: it stays */
+        if (asprintf(&names[n], "index/%s", pc->index_ids[pos]) < 0)
             rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
-        }
+        else
+            n++;
     }
-    if (rc == PVB_OK)
-        rc = delete_names(pc, names, pc->n_index, err);
-    for (size_t pos = 0; pos < pc->n_index; pos++)
+    if (rc == PVB_OK && n > 0)
+        rc = delete_names(pc, names, n, err);
+    for (size_t pos = 0; pos < n; pos++)
         free(names[pos]);
     free(names);
     if (rc == PVB_OK)
-        pc->rep->index_files_deleted = pc->n_index;
+        pc->rep->index_files_deleted = n;
     return rc;
 }
 
@@ -503,13 +548,16 @@ static int delete_packs(prune_ctx *pc, pvb_error *err)
     for (size_t pno = 0; rc == PVB_OK && pno < pc->n_packs; pno++) {
         const prune_pack *pp = &pc->packs[pno];
         char name[128];
-        if (pp->action == PACK_KEEP || !pp->stored)
+        if (pp->action == PACK_KEEP || !pp->stored || idmap_find(&pc->written_packs, &pp->id))
             continue;
         pvb_repo_pack_name(&pp->id, name, sizeof(name));
         if (push_name(&names, &n, &cap, name) != PVB_OK)
             rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     }
     for (size_t pos = 0; rc == PVB_OK && pos < pc->n_unindexed; pos++) {
+        pvb_id id;
+        if (pack_name_id(pc->unindexed[pos], &id) && idmap_find(&pc->written_packs, &id))
+            continue; /* left by a killed prune, and just written again with its content */
         if (push_name(&names, &n, &cap, pc->unindexed[pos]) != PVB_OK)
             rc = PVB_ERR(err, PVB_E_NOMEM, "out of memory");
     }
@@ -589,6 +637,8 @@ out:
     free(pc.packs);
     idmap_free(&pc.used);
     idmap_free(&pc.pack_map);
+    idmap_free(&pc.written_packs);
+    free_names(pc.written_index, pc.n_written_index);
     free_names(pc.index_ids, pc.n_index);
     free_names(pc.unindexed, pc.n_unindexed);
     return rc;

@@ -121,6 +121,10 @@ int pvb_decompress(uint8_t method, const void *src, size_t len, size_t raw_len, 
  * packs as they are: frames are authenticated on their own, not bound to a pack). */
 int pvb_packer_add_sealed_frame(pvb_packer *p, const pvb_frame_desc *frame, const void *sealed,
                                 pvb_error *err);
+/* What a finished packer stored: the ids of its packs (up to max copied; returns how many
+ * there are) and its index file's id ("" when none). Names are content hashes, and without
+ * encryption the same content is the same name: prune must not delete what it just wrote. */
+size_t pvb_packer_written(pvb_packer *p, pvb_id *packs, size_t max, const char **index_id);
 
 /* Pack header: parse the trailer of a whole pack's bytes (verify and index rebuild). */
 int pvb_pack_parse_header(pvb_repo *repo, const uint8_t *pack, size_t len, pvb_frame_desc **frames,
