@@ -196,7 +196,9 @@ static void *refresher_main(void *arg)
         snprintf(fresh, sizeof(fresh), "locks/%s", hex);
         int64_t now = pvb_time_now_ns();
         if (write_record(lock->repo, fresh, lock->exclusive, lock->purpose, now, &err) != PVB_OK) {
+            pvb_error ignored = {0};
             PVB_WARN("cannot refresh repository lock: %s", err.msg);
+            pvb_storage_delete(pvb_repo_storage(lock->repo), fresh, &ignored); /* see acquire */
             continue;
         }
         atomic_store(&lock->written_ns, now);
@@ -229,8 +231,14 @@ int pvb_lock_acquire(pvb_repo *repo, bool exclusive, const char *purpose, pvb_lo
     pvb_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(lock->name, sizeof(lock->name), "locks/%s", hex);
     int64_t now = pvb_time_now_ns();
-    if ((rc = write_record(repo, lock->name, exclusive, purpose, now, err)) != PVB_OK)
+    if ((rc = write_record(repo, lock->name, exclusive, purpose, now, err)) != PVB_OK) {
+        /* a PUT that failed on our side (interrupted, its answer lost) may still have landed:
+         * remove what may be there (a DELETE is still sent after SIGINT; a missing record is
+         * no error) rather than leave a record nobody will release */
+        pvb_error ignored = {0};
+        pvb_storage_delete(pvb_repo_storage(repo), lock->name, &ignored);
         goto fail;
+    }
     atomic_store(&lock->written_ns, now);
     /* Someone may have written a conflicting lock between our check and our write. */
     if ((rc = check_conflicts(repo, lock->name, exclusive, err)) != PVB_OK) {

@@ -92,12 +92,21 @@ struct pvb_test_remote {
     remote_count *counts;
     size_t n_counts, cap_counts;
     uint64_t fail_longer_than;
+    char *lose_put_answers; /* prefix, or NULL */
 };
 
 static int remote_put(void *impl, const char *name, const void *data, size_t len, pvb_error *err)
 {
     pvb_test_remote *r = impl;
-    return pvb_storage_put(r->inner, name, data, len, err);
+    int rc = pvb_storage_put(r->inner, name, data, len, err);
+    pthread_mutex_lock(&r->mu);
+    bool lose = r->lose_put_answers != NULL &&
+                strncmp(name, r->lose_put_answers, strlen(r->lose_put_answers)) == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == PVB_OK && lose)
+        return PVB_ERR(err, PVB_E_NETWORK, "test storage: the answer to the put of '%s' was lost",
+                       name);
+    return rc;
 }
 
 static int remote_get(void *impl, const char *name, uint64_t offset, uint64_t length, pvb_buf *out,
@@ -150,6 +159,7 @@ static void remote_free(void *impl)
     for (size_t pos = 0; pos < r->n_counts; pos++)
         free(r->counts[pos].name);
     free(r->counts);
+    free(r->lose_put_answers);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -222,5 +232,13 @@ void pvb_test_remote_fail_longer_than(pvb_test_remote *r, uint64_t len)
 {
     pthread_mutex_lock(&r->mu);
     r->fail_longer_than = len;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void pvb_test_remote_lose_put_answers(pvb_test_remote *r, const char *prefix)
+{
+    pthread_mutex_lock(&r->mu);
+    free(r->lose_put_answers);
+    r->lose_put_answers = prefix != NULL ? strdup(prefix) : NULL;
     pthread_mutex_unlock(&r->mu);
 }

@@ -29,6 +29,9 @@ size_t pvb_test_remote_max_gets(pvb_test_remote *r, const char *prefix);
 size_t pvb_test_remote_gets_of(pvb_test_remote *r, const char *name);
 /* From now on, a get of more than len bytes (0: no limit) fails as a dropped connection. */
 void pvb_test_remote_fail_longer_than(pvb_test_remote *r, uint64_t len);
+/* From now on, puts of names starting with prefix (NULL: none) are stored, then reported as
+ * failed: an answer lost on the way back. */
+void pvb_test_remote_lose_put_answers(pvb_test_remote *r, const char *prefix);
 
 /* Run a Check suite; returns the process exit status. */
 int pvb_test_run(Suite *s);

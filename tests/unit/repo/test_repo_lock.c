@@ -243,6 +243,30 @@ START_TEST(test_lock_check_after_failed_refreshes)
 }
 END_TEST
 
+/* A lock record whose PUT landed but whose answer was lost (or that SIGINT cut short after
+ * sending it) is removed again: nobody else would release it. */
+START_TEST(test_lock_record_of_a_failed_put_is_removed)
+{
+    pvb_error err = {0};
+    pvb_storage *remote_st = NULL;
+    pvb_test_remote *remote = NULL;
+    pvb_repo *repo = make_repo();
+    pvb_repo_free(repo);
+    pvb_test_remote_storage(st, &remote, &remote_st);
+    st = remote_st;
+    ck_assert_msg(pvb_repo_open(st, "pw", 2, &repo, &err) == PVB_OK, "open: %s", err.msg);
+    pvb_test_remote_lose_put_answers(remote, "locks/");
+    pvb_lock *lock = NULL;
+    ck_assert_int_eq(pvb_lock_acquire(repo, false, "backup", &lock, &err), PVB_E_NETWORK);
+    ck_assert_ptr_null(lock);
+    ck_assert_uint_eq(lock_records(repo), 0);
+    pvb_test_remote_lose_put_answers(remote, NULL);
+    ck_assert_int_eq(pvb_lock_acquire(repo, true, "prune", &lock, &err), PVB_OK);
+    pvb_lock_release(lock);
+    pvb_repo_free(repo);
+}
+END_TEST
+
 static Suite *repo_lock_suite(void)
 {
     Suite *s = suite_create("repo_lock");
@@ -256,6 +280,7 @@ static Suite *repo_lock_suite(void)
     tcase_add_test(tc, test_stale_lock_by_age_ignored);
     tcase_add_test(tc, test_lock_time_far_past_is_stale);
     tcase_add_test(tc, test_lock_check_after_failed_refreshes);
+    tcase_add_test(tc, test_lock_record_of_a_failed_put_is_removed);
     suite_add_tcase(s, tc);
     return s;
 }
