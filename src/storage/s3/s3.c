@@ -693,6 +693,20 @@ static int s3_head(void *impl, const char *name, uint64_t *size, pvb_error *err)
     return rc;
 }
 
+/* A GET on the bucket itself (listings), its XML answer in body (size-capped). */
+static int bucket_get(s3_client *c, const pvb_s3_kv *q, size_t nq, pvb_buf *body, const char *what,
+                      s3_response *resp, pvb_error *err)
+{
+    s3_request req = {.method = "GET",
+                      .key = NULL,
+                      .query = q,
+                      .n_query = nq,
+                      .response = body,
+                      .max_response = PVB_S3XML_MAX_INPUT,
+                      .what = what};
+    return s3_perform(c, &req, resp, err);
+}
+
 static int s3_list(void *impl, const char *prefix, pvb_storage_list_fn fn, void *ctx,
                    pvb_error *err)
 {
@@ -722,15 +736,8 @@ static int s3_list(void *impl, const char *prefix, pvb_storage_list_fn fn, void 
             q[nq++] = (pvb_s3_kv){"prefix", full};
         if (token != NULL)
             q[nq++] = (pvb_s3_kv){"continuation-token", token};
-        s3_request req = {.method = "GET",
-                          .key = NULL,
-                          .query = q,
-                          .n_query = nq,
-                          .response = &body,
-                          .max_response = PVB_S3XML_MAX_INPUT,
-                          .what = what};
         s3_response resp;
-        if ((rc = s3_perform(c, &req, &resp, err)) != PVB_OK)
+        if ((rc = bucket_get(c, q, nq, &body, what, &resp, err)) != PVB_OK)
             goto out;
         pvb_s3_list_page_free(&page);
         if ((rc = pvb_s3xml_parse_list((const char *)body.data, body.len, &page, err)) != PVB_OK) {
@@ -886,15 +893,8 @@ static int s3_clean_incomplete(void *impl, int64_t cutoff, size_t *removed, pvb_
         /* without key-marker S3 ignores it */
         if (key_marker != NULL && id_marker != NULL)
             q[nq++] = (pvb_s3_kv){"upload-id-marker", id_marker};
-        s3_request req = {.method = "GET",
-                          .key = NULL,
-                          .query = q,
-                          .n_query = nq,
-                          .response = &body,
-                          .max_response = PVB_S3XML_MAX_INPUT,
-                          .what = what};
         s3_response resp;
-        if ((rc = s3_perform(c, &req, &resp, err)) != PVB_OK) {
+        if ((rc = bucket_get(c, q, nq, &body, what, &resp, err)) != PVB_OK) {
             if (refused_as_unsupported(&resp)) {
                 rc = PVB_ERR(err, PVB_E_UNSUPPORTED,
                              "the s3 store at %s cannot list incomplete multipart uploads: it "
@@ -1030,16 +1030,9 @@ static int check_bucket(s3_client *c, pvb_error *err)
     snprintf(what, sizeof(what), "bucket '%s'", c->bucket);
     pvb_s3_kv q[] = {{"list-type", "2"}, {"max-keys", "1"}};
     pvb_buf body = PVB_BUF_INIT;
-    s3_request req = {.method = "GET",
-                      .key = NULL,
-                      .query = q,
-                      .n_query = 2,
-                      .response = &body,
-                      .max_response = PVB_S3XML_MAX_INPUT,
-                      .what = what};
     s3_response resp;
     /* NoSuchBucket, wrong credentials and the like come back as their own errors */
-    int rc = s3_perform(c, &req, &resp, err);
+    int rc = bucket_get(c, q, PVB_ARRAY_LEN(q), &body, what, &resp, err);
     pvb_buf_free(&body);
     return rc;
 }
