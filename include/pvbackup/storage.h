@@ -81,6 +81,11 @@ const char *pvb_storage_describe(const pvb_storage *st);
 
 int pvb_storage_put(pvb_storage *st, const char *name, const void *data, size_t len,
                     pvb_error *err);
+/* A small put that runs to its end even after SIGINT/SIGTERM, so that the caller knows whether
+ * the object exists: an interrupted PUT may still land after a DELETE meant to undo it. For
+ * lock records. */
+int pvb_storage_put_to_completion(pvb_storage *st, const char *name, const void *data, size_t len,
+                                  pvb_error *err);
 /* Create only if absent: PVB_E_EXISTS if it exists. Backends without
  * PVB_STORAGE_FEAT_PUT_IF_ABSENT emulate it (head then put) non-atomically. */
 int pvb_storage_put_if_absent(pvb_storage *st, const char *name, const void *data, size_t len,

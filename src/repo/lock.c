@@ -67,7 +67,8 @@ static int write_record(pvb_repo *repo, const char *name, bool exclusive, const 
     int rc = pvb_crypto_seal(pvb_repo_key(repo), "locks", 5, text, strlen(text), &sealed, err);
     free(text);
     if (rc == PVB_OK)
-        rc = pvb_storage_put(pvb_repo_storage(repo), name, sealed.data, sealed.len, err);
+        rc = pvb_storage_put_to_completion(pvb_repo_storage(repo), name, sealed.data, sealed.len,
+                                           err);
     pvb_buf_free(&sealed);
     return rc;
 }

@@ -249,6 +249,21 @@ int pvb_storage_put(pvb_storage *st, const char *name, const void *data, size_t 
     return rc;
 }
 
+int pvb_storage_put_to_completion(pvb_storage *st, const char *name, const void *data, size_t len,
+                                  pvb_error *err)
+{
+    if (st->ops->put_to_completion == NULL)
+        return pvb_storage_put(st, name, data, len, err);
+    int rc = check_name("object name", name, err);
+    if (rc != PVB_OK)
+        return rc;
+    count_request(st);
+    rc = st->ops->put_to_completion(st->impl, name, data, len, err);
+    if (rc == PVB_OK)
+        atomic_fetch_add_explicit(&st->bytes_written, (uint64_t)len, memory_order_relaxed);
+    return rc;
+}
+
 int pvb_storage_put_if_absent(pvb_storage *st, const char *name, const void *data, size_t len,
                               pvb_error *err)
 {

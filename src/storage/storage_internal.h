@@ -7,6 +7,10 @@
 typedef struct pvb_storage_ops {
     const char *name; /* "local", "s3" */
     int (*put)(void *impl, const char *name, const void *data, size_t len, pvb_error *err);
+    /* optional: a put that SIGINT does not cut short once started (NULL: put is never cut
+     * short by a signal, as local writes are not) */
+    int (*put_to_completion)(void *impl, const char *name, const void *data, size_t len,
+                             pvb_error *err);
     /* optional: NULL when the backend cannot do it atomically */
     int (*put_if_absent)(void *impl, const char *name, const void *data, size_t len,
                          pvb_error *err);

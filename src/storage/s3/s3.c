@@ -364,7 +364,7 @@ static size_t upload_headers(const s3_client *c, pvb_s3_kv *h)
 }
 
 static int put_single(s3_client *c, const char *key, const char *what, const void *data, size_t len,
-                      pvb_error *err)
+                      bool to_completion, pvb_error *err)
 {
     pvb_s3_kv hdrs[4];
     size_t n = upload_headers(c, hdrs);
@@ -374,7 +374,8 @@ static int put_single(s3_client *c, const char *key, const char *what, const voi
                       .n_headers = n,
                       .body = data,
                       .body_len = len,
-                      .what = what};
+                      .what = what,
+                      .finish_on_interrupt = to_completion};
     s3_response resp;
     return s3_perform(c, &req, &resp, err);
 }
@@ -625,7 +626,21 @@ static int s3_put(void *impl, const char *name, const void *data, size_t len, pv
         return PVB_E_NOMEM;
     int rc = (uint64_t)len >= c->multipart_threshold && (uint64_t)len > c->part_size
                  ? put_multipart(c, o.key, o.what, data, len, err)
-                 : put_single(c, o.key, o.what, data, len, err);
+                 : put_single(c, o.key, o.what, data, len, false, err);
+    free(o.key);
+    return rc;
+}
+
+/* A small object whose existence the caller must know (a lock record): a PUT that SIGINT cut
+ * short could still land after a DELETE sent to undo it, so it runs to its end. */
+static int s3_put_to_completion(void *impl, const char *name, const void *data, size_t len,
+                                pvb_error *err)
+{
+    s3_client *c = impl;
+    object_ref o;
+    if (object_ref_init(c, name, &o, err) != PVB_OK)
+        return PVB_E_NOMEM;
+    int rc = put_single(c, o.key, o.what, data, len, true, err);
     free(o.key);
     return rc;
 }
@@ -1010,6 +1025,7 @@ static int s3_check(void *impl, pvb_error *err)
 static const pvb_storage_ops s3_ops = {
     .name = "s3",
     .put = s3_put,
+    .put_to_completion = s3_put_to_completion,
     .put_if_absent = NULL, /* not every S3 store has If-None-Match: emulated, names unique */
     .get = s3_get,
     .head = s3_head,
