@@ -235,22 +235,21 @@ static int mark(prune_ctx *pc, const pvb_id *id, pvb_error *err)
     return idmap_put(&pc->used, id, 0, NULL, err);
 }
 
+typedef struct id_list {
+    char **ids;
+    size_t n, cap;
+} id_list;
+
 static int collect_snapshot_id(const char *id, uint64_t size, void *ctx)
 {
+    id_list *l = ctx;
     PVB_UNUSED(size);
-    struct {
-        char **ids;
-        size_t n, cap;
-    } *l = ctx;
     return push_name(&l->ids, &l->n, &l->cap, id);
 }
 
 static int mark_snapshots(prune_ctx *pc, pvb_error *err)
 {
-    struct {
-        char **ids;
-        size_t n, cap;
-    } l = {0};
+    id_list l = {0};
     int rc = pvb_repo_list(pc->repo, "snapshots", collect_snapshot_id, &l, err);
     for (size_t pos = 0; rc == PVB_OK && pos < l.n; pos++) {
         pvb_snapshot s = {0};

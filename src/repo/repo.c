@@ -385,17 +385,16 @@ int pvb_repo_get_object(pvb_repo *repo, const char *dir, const char *id, pvb_buf
     bool cached = pvb_repo_cache_get(repo, dir, id, &sealed);
     if (!cached && (rc = pvb_storage_get(repo->st, name, 0, 0, &sealed, err)) != PVB_OK)
         goto out;
-    pvb_crypto_sha256(sealed.data, sealed.len, hash);
-    pvb_hex_encode(hash, sizeof(hash), hex);
-    if (strcmp(hex, id) != 0) {
-        rc = PVB_ERR(err, PVB_E_CORRUPT,
-                     "object '%s' is damaged (its content does not match its "
-                     "name)",
-                     name);
-        goto out;
-    }
-    if (!cached)
+    if (!cached) { /* a cached copy was checked against its name already */
+        pvb_crypto_sha256(sealed.data, sealed.len, hash);
+        pvb_hex_encode(hash, sizeof(hash), hex);
+        if (strcmp(hex, id) != 0) {
+            rc = PVB_ERR(err, PVB_E_CORRUPT,
+                         "object '%s' is damaged (its content does not match its name)", name);
+            goto out;
+        }
         pvb_repo_cache_put(repo, dir, id, sealed.data, sealed.len);
+    }
     if ((rc = pvb_crypto_open(repo->key, dir, strlen(dir), sealed.data, sealed.len, &body, err)) !=
         PVB_OK) {
         pvb_error_prefix(err, "object '%s'", name);
